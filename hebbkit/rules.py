@@ -1,0 +1,349 @@
+"""Hebbian learning rules as pure functions.
+
+Shapes. Linear: inputs ``x`` (N, D), weights ``W`` (K, D), responses ``y = x Wᵀ`` (N, K).
+Convolution: ``x`` (N, C, H, W), ``W`` (K, C, kh, kw), ``y = conv2d(x, W)`` (N, K, H', W'); every patch
+position counts as one sample, so "mean over samples" means over N·H'·W' patches.
+
+Every rule here has the same shape,
+
+    ΔW = (1/M) [ Rᵀ X  −  decay(R, W) ]        (M samples, R the post-synaptic factor, (M, K))
+
+so each rule is a post-synaptic factor plus a decay term, and it exists in two forms:
+
+* the direct update ``ΔW`` (``hebb``, ``instar``, ``oja``, ``hpca``), and
+* Miconi's loss form (``hebb_loss``, ...): a scalar ``L(W)`` with ``∇_W L = −ΔW`` exactly, the
+  post-synaptic factor and decay detached, so autograd plus any optimizer performs the rule.
+
+The correlation ``Rᵀ X`` of a convolution is computed with ``torch.nn.grad.conv2d_weight`` (no patch
+matrix is ever materialised); decays come from sums of responses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.grad import conv2d_weight
+
+IntPair = int | tuple[int, int]
+
+# --------------------------------------------------------------------------------------- input checks
+
+
+def check_temperature(temperature: float) -> float:
+    """Return ``temperature`` if it is a finite number > 0, else raise ``ValueError``."""
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    return float(temperature)
+
+
+def check_k(k: int, num_units: int) -> int:
+    """Return ``k`` if it is an integer in 1..num_units, else raise ``ValueError``."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= num_units:
+        raise ValueError(f"k must be an integer in 1..{num_units} (the number of units), got {k!r}")
+    return k
+
+
+def check_learning_rate(lr: float) -> float:
+    """Return ``lr`` if it is a finite number >= 0, else raise ``ValueError``."""
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
+        raise ValueError(f"learning rate lr must be a finite number >= 0, got {lr!r}")
+    return float(lr)
+
+
+def check_finite(name: str, tensor: Tensor) -> None:
+    """Raise ``ValueError`` if ``tensor`` holds NaN or Inf."""
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{name} must be finite: it contains NaN or Inf values")
+
+
+def _check_pair(x: Tensor, weight: Tensor, post: Tensor | None = None) -> None:
+    if weight.dim() not in (2, 4):
+        raise ValueError(f"weight must be 2-D (K, D) or 4-D (K, C, kh, kw), got shape {tuple(weight.shape)}")
+    if x.dtype != weight.dtype:
+        raise TypeError(f"x and weight must share a dtype, got x {x.dtype} and weight {weight.dtype}")
+    if x.dim() != weight.dim() or x.shape[1] != weight.shape[1]:
+        want = "(N, D)" if weight.dim() == 2 else "(N, C, H, W)"
+        raise ValueError(
+            f"x must have shape {want} with {weight.shape[1]} features/channels to match weight "
+            f"{tuple(weight.shape)}, got x of shape {tuple(x.shape)}"
+        )
+    if post is not None and (post.dim() != x.dim() or post.shape[:2] != (x.shape[0], weight.shape[0])):
+        raise ValueError(
+            f"post-synaptic factor must have shape (N={x.shape[0]}, K={weight.shape[0]}, ...), "
+            f"got {tuple(post.shape)}"
+        )
+    check_finite("x", x)
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def responses(x: Tensor, weight: Tensor, stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1) -> Tensor:
+    """``y = x Wᵀ`` for a linear layer, ``conv2d(x, W)`` for a convolution (no bias)."""
+    if weight.dim() == 2:
+        return F.linear(x, weight)
+    return F.conv2d(x, weight, None, stride, padding, dilation)
+
+
+def as_rows(y: Tensor) -> Tensor:
+    """Responses as an (M, K) matrix: one row per sample (and per patch position for a conv)."""
+    return y if y.dim() == 2 else y.movedim(1, -1).reshape(-1, y.shape[1])
+
+
+def correlation(
+    x: Tensor, weight: Tensor, post: Tensor, stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1
+) -> Tensor:
+    """``Rᵀ X``: the sum over samples (and patches) of ``post_k · x``, shaped like ``weight``."""
+    if weight.dim() == 2:
+        return post.T @ x
+    return conv2d_weight(x, weight.shape, post, stride, padding, dilation)
+
+
+def _num_samples(post: Tensor) -> int:
+    return post.numel() // post.shape[1]
+
+
+def _update(x: Tensor, weight: Tensor, post: Tensor, decay: Tensor | None, geometry: dict) -> Tensor:
+    delta = correlation(x, weight, post, **geometry)
+    if decay is not None:
+        delta = delta - decay
+    return delta / _num_samples(post)
+
+
+def _loss(y: Tensor, weight: Tensor, post: Tensor, decay: Tensor | None) -> Tensor:
+    """``−(1/M)[Σ R⊙y − Σ W⊙decay]`` with ``R`` and ``decay`` constants: its gradient is ``−ΔW``."""
+    total = (post.detach() * y).sum()
+    if decay is not None:
+        total = total - (weight * decay.detach()).sum()
+    return -total / _num_samples(post)
+
+
+def _unit_decay(weight: Tensor, per_unit: Tensor) -> Tensor:
+    """``s_i w_i`` for a per-unit scale ``s`` (K,)."""
+    return per_unit.view(-1, *([1] * (weight.dim() - 1))) * weight
+
+
+def _hpca_decay(fy: Tensor, weight: Tensor, block: int = 64) -> Tensor:
+    """``tril(FᵀF) W``, i.e. row i is ``Σ_n f_ni Σ_{j≤i} f_nj w_j``.
+
+    With many samples (M ≥ K, every conv layer) the K×K Gram matrix is cheap. With few samples and many
+    units (a wide linear layer) the K²·D product dominates; there the running reconstruction
+    ``S = Σ_{j<i} f_j w_j`` is carried across blocks of units, costing O(M·K·D) instead.
+    """
+    rows, flat = as_rows(fy), weight.flatten(1)
+    (num_samples, num_units), dim = rows.shape, flat.shape[1]
+    if num_units * (num_samples + dim) <= dim * (2 * num_samples + block):  # Gram route is cheaper
+        return (torch.tril(rows.T @ rows) @ flat).view_as(weight)
+    out = torch.empty_like(flat)
+    running = torch.zeros(num_samples, flat.shape[1], dtype=flat.dtype, device=flat.device)
+    for start in range(0, num_units, block):
+        f_b, w_b = rows[:, start : start + block], flat[start : start + block]
+        out[start : start + block] = f_b.T @ running + torch.tril(f_b.T @ f_b) @ w_b
+        running.addmm_(f_b, w_b)
+    return out.view_as(weight)
+
+
+# --------------------------------------------------------------------------------------------- rules
+
+
+def hebb(x: Tensor, weight: Tensor, y: Tensor, **geometry) -> Tensor:
+    """Plain Hebb: ``Δw_i = ⟨y_i x⟩``.
+
+    No decay term, so ``‖w‖`` grows without bound: the reason for the rules below.
+    """
+    _check_pair(x, weight, y)
+    return _update(x, weight, y, None, geometry)
+
+
+def instar(x: Tensor, weight: Tensor, r: Tensor, **geometry) -> Tensor:
+    """Grossberg instar / competitive learning: ``Δw_i = ⟨r_i (x − w_i)⟩``.
+
+    ``r`` comes from a competition (``wta``, ``soft_wta``, ``kwta``) or is the response itself; each
+    unit moves towards the inputs it wins, so with hard WTA it converges to a cluster centroid.
+    Decay: ``(Σ_n r_ni) w_i``.
+    """
+    _check_pair(x, weight, r)
+    return _update(x, weight, r, _unit_decay(weight, as_rows(r).sum(0)), geometry)
+
+
+def oja(x: Tensor, weight: Tensor, y: Tensor, **geometry) -> Tensor:
+    """Oja's rule: ``Δw_i = ⟨y_i (x − y_i w_i)⟩``; a single unit converges to the first principal
+    component with ``‖w‖ = 1``. Decay: ``(Σ_n y_ni²) w_i``."""
+    _check_pair(x, weight, y)
+    return _update(x, weight, y, _unit_decay(weight, as_rows(y).square().sum(0)), geometry)
+
+
+def hpca(x: Tensor, weight: Tensor, fy: Tensor, **geometry) -> Tensor:
+    """Nonlinear Hebbian PCA (Sanger's generalised Hebbian algorithm with ``f``):
+
+        ``Δw_i = ⟨f(y_i) (x − Σ_{j≤i} f(y_j) w_j)⟩``,   matrix form ``(f(Y)ᵀX − tril(f(Y)ᵀf(Y)) W) / M``.
+
+    Each unit minimises the reconstruction error left by the units before it; with ``f`` the identity
+    the units converge to the top-K principal components, in order. ``fy`` is ``f(y)``.
+    """
+    _check_pair(x, weight, fy)
+    return _update(x, weight, fy, _hpca_decay(fy, weight), geometry)
+
+
+# ----------------------------------------------------------------------------------- loss forms
+
+
+def hebb_loss(y: Tensor, weight: Tensor) -> Tensor:
+    """``L = −⟨ȳ · y⟩`` with ``ȳ = y.detach()``: ``−∇_W L = ⟨y x⟩`` (plain Hebb)."""
+    return _loss(y, weight, y, None)
+
+
+def instar_loss(y: Tensor, weight: Tensor, r: Tensor) -> Tensor:
+    """``L = −⟨r · y⟩ + ½ Σ_i (Σ_n r_ni) ‖w_i‖²`` (as ``w·w̄``): ``−∇_W L = ⟨r (x − w)⟩`` (instar)."""
+    return _loss(y, weight, r, _unit_decay(weight.detach(), as_rows(r.detach()).sum(0)))
+
+
+def oja_loss(y: Tensor, weight: Tensor) -> Tensor:
+    """``L = −⟨ȳ · y⟩ + Σ_i (Σ_n ȳ_ni²) w_i·w̄_i``: ``−∇_W L = ⟨y (x − y w)⟩`` (Oja)."""
+    post = y.detach()
+    return _loss(y, weight, post, _unit_decay(weight.detach(), as_rows(post).square().sum(0)))
+
+
+def hpca_loss(y: Tensor, weight: Tensor, fy: Tensor) -> Tensor:
+    """``L = −⟨f̄ · y⟩ + Σ_ij tril(F̄ᵀF̄)_ij w_i·w̄_j``: ``−∇_W L`` is the HPCA update."""
+    post = fy.detach()
+    return _loss(y, weight, post, _hpca_decay(post, weight.detach()))
+
+
+# ------------------------------------------------------------------------------------- competitions
+
+
+def wta(y: Tensor) -> Tensor:
+    """Hard winner-take-all over units (dim 1): 1 for the largest response, 0 elsewhere."""
+    return F.one_hot(y.argmax(1), y.shape[1]).movedim(-1, 1).to(y.dtype)
+
+
+def soft_wta(y: Tensor, temperature: float) -> Tensor:
+    """Soft winner-take-all ``r = softmax(y / T)`` over units (dim 1).
+
+    ``T → 0`` gives hard WTA, ``T → ∞`` uniform responsibility; stable for T in [1e-3, 1e3] because
+    softmax subtracts the maximum before exponentiating.
+    """
+    return torch.softmax(y / check_temperature(temperature), dim=1)
+
+
+def kwta(y: Tensor, k: int) -> Tensor:
+    """k-winners-take-all over units (dim 1): 1 for the ``k`` largest responses, 0 elsewhere."""
+    check_k(k, y.shape[1])
+    return torch.zeros_like(y).scatter_(1, y.topk(k, dim=1).indices, 1.0)
+
+
+NONLINEARITIES: dict[str, Callable[[Tensor], Tensor]] = {
+    "identity": lambda t: t,
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+}
+
+
+def apply_update(weight: Tensor, delta: Tensor, lr: float) -> None:
+    """In place ``W ← W + lr · ΔW`` for the direct form without an optimizer."""
+    if delta.shape != weight.shape:
+        raise ValueError(f"delta must have the weight's shape {tuple(weight.shape)}, got {tuple(delta.shape)}")
+    with torch.no_grad():
+        weight.add_(delta, alpha=check_learning_rate(lr))
+
+
+# ------------------------------------------------------------------------------ rule specifications
+# Small frozen dataclasses that bind a rule to its hyper-parameters, for layers and configs. Each maps
+# responses ``y`` to the post-synaptic factor and calls the functions above.
+
+
+@dataclass(frozen=True)
+class Hebb:
+    """Plain Hebb, ``Δw_i = ⟨y_i x⟩``."""
+
+    def update(self, x: Tensor, weight: Tensor, y: Tensor, **geometry) -> Tensor:
+        return hebb(x, weight, y, **geometry)
+
+    def loss(self, y: Tensor, weight: Tensor) -> Tensor:
+        return hebb_loss(y, weight)
+
+
+@dataclass(frozen=True)
+class Oja:
+    """Oja's rule, ``Δw_i = ⟨y_i (x − y_i w_i)⟩``."""
+
+    def update(self, x: Tensor, weight: Tensor, y: Tensor, **geometry) -> Tensor:
+        return oja(x, weight, y, **geometry)
+
+    def loss(self, y: Tensor, weight: Tensor) -> Tensor:
+        return oja_loss(y, weight)
+
+
+@dataclass(frozen=True)
+class Competitive:
+    """Instar with a competition: ``Δw_i = ⟨r_i (x − w_i)⟩``.
+
+    ``competition``: ``"wta"`` (hard), ``"soft"`` (``r = softmax(y/T)``, Lagani's soft-WTA), ``"kwta"``
+    (the ``k`` largest win), or ``"none"`` (``r = y``, Grossberg's instar).
+    """
+
+    competition: str = "wta"
+    temperature: float = 1.0
+    k: int = 1
+
+    def __post_init__(self) -> None:
+        if self.competition not in COMPETITIONS:
+            raise ValueError(f"competition must be one of {sorted(COMPETITIONS)}, got {self.competition!r}")
+        check_temperature(self.temperature)
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {self.k!r}")
+
+    def responsibilities(self, y: Tensor) -> Tensor:
+        if self.competition == "soft":
+            return soft_wta(y, self.temperature)
+        if self.competition == "kwta":
+            return kwta(y, self.k)
+        return wta(y) if self.competition == "wta" else y
+
+    def update(self, x: Tensor, weight: Tensor, y: Tensor, **geometry) -> Tensor:
+        return instar(x, weight, self.responsibilities(y), **geometry)
+
+    def loss(self, y: Tensor, weight: Tensor) -> Tensor:
+        return instar_loss(y, weight, self.responsibilities(y.detach()))
+
+
+@dataclass(frozen=True)
+class HPCA:
+    """Nonlinear Hebbian PCA, ``Δw_i = ⟨f(y_i)(x − Σ_{j≤i} f(y_j) w_j)⟩``; ``f`` in ``NONLINEARITIES``."""
+
+    f: str = "identity"
+
+    def __post_init__(self) -> None:
+        if self.f not in NONLINEARITIES:
+            raise ValueError(f"f must be one of {sorted(NONLINEARITIES)}, got {self.f!r}")
+
+    def update(self, x: Tensor, weight: Tensor, y: Tensor, **geometry) -> Tensor:
+        return hpca(x, weight, NONLINEARITIES[self.f](y), **geometry)
+
+    def loss(self, y: Tensor, weight: Tensor) -> Tensor:
+        return hpca_loss(y, weight, NONLINEARITIES[self.f](y.detach()))
+
+
+COMPETITIONS = ("wta", "soft", "kwta", "none")
+Rule = Hebb | Oja | Competitive | HPCA
+RULE_NAMES = ("hebb", "oja", "instar", "wta", "softwta", "kwta", "hpca")
+
+
+def make_rule(name: str, *, temperature: float = 1.0, k: int = 1, f: str = "identity") -> Rule:
+    """A rule from its command-line name (one of ``RULE_NAMES``)."""
+    competitions = {"instar": "none", "wta": "wta", "softwta": "soft", "kwta": "kwta"}
+    if name == "hebb":
+        return Hebb()
+    if name == "oja":
+        return Oja()
+    if name == "hpca":
+        return HPCA(f)
+    if name in competitions:
+        return Competitive(competitions[name], temperature, k)
+    raise ValueError(f"rule must be one of {', '.join(RULE_NAMES)}, got {name!r}")
