@@ -162,3 +162,28 @@ def labelled_subset(labels: Tensor, percent: float, seed: int) -> Tensor:
         order = members[torch.randperm(len(members), generator=generator)]
         picked.append(order[: max(1, round(percent / 100 * len(members)))])
     return torch.cat(picked).sort().values
+
+
+def synthetic_cifar10(num_train: int = 500, num_test: int = 100, size: int = 32, seed: int = 0) -> CIFAR10:
+    """A small CIFAR-10-shaped stand-in for tests and offline demos: each class is an oriented, coloured
+    grating (its own angle, frequency and colour) with random phase and pixel noise, so the classes are
+    learnable but not trivial. uint8 HWC-equivalent tensors, labels balanced over the 10 classes."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def make(n: int) -> ImageSet:
+        labels = torch.arange(n) % len(CLASSES)
+        labels = labels[torch.randperm(n, generator=generator)]
+        angle = labels.float() * torch.pi / len(CLASSES)
+        frequency = 0.25 + 0.05 * (labels % 3).float()
+        colour = torch.stack([(labels % 2), (labels // 2) % 2, (labels // 4) % 2 + (labels == 0)], 1).float()
+        colour = 0.3 + 0.7 * colour.clamp(max=1)
+        grid = torch.arange(size).float()
+        yy, xx = torch.meshgrid(grid, grid, indexing="ij")
+        phase = torch.rand(n, generator=generator) * 2 * torch.pi
+        along = xx * torch.cos(angle).view(-1, 1, 1) + yy * torch.sin(angle).view(-1, 1, 1)
+        wave = torch.sin(frequency.view(-1, 1, 1) * along + phase.view(-1, 1, 1))
+        image = 0.5 + 0.35 * wave.unsqueeze(1) * colour.view(-1, 3, 1, 1)
+        image = image + 0.15 * torch.randn(n, 3, size, size, generator=generator)
+        return ImageSet((image.clamp(0, 1) * 255).round().to(torch.uint8), labels)
+
+    return CIFAR10(make(num_train), make(num_test))
