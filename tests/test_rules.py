@@ -1,0 +1,289 @@
+"""The rules: loss form equals direct form, conv equals a patch-by-patch reference, convergence, bad input."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hebbkit import rules
+from hebbkit.rules import HPCA, Competitive, Hebb, Oja
+
+DOUBLE = torch.float64
+RULES = [
+    Hebb(),
+    Oja(),
+    Competitive("wta"),
+    Competitive("soft", temperature=0.3),
+    Competitive("kwta", k=2),
+    Competitive("none"),
+    HPCA("identity"),
+    HPCA("relu"),
+]
+IDS = ["hebb", "oja", "wta", "softwta", "kwta", "instar", "hpca", "hpca-relu"]
+
+
+def _gradient_of_loss(rule, x, weight, **geometry):
+    weight = weight.clone().requires_grad_(True)
+    loss = rule.loss(rules.responses(x, weight, **geometry), weight)
+    (grad,) = torch.autograd.grad(loss, weight)
+    return grad
+
+
+# ------------------------------------------------------------------------------ reference (naive) rules
+
+
+def _reference_update(rule, x_rows: torch.Tensor, weight_rows: torch.Tensor) -> torch.Tensor:
+    """ΔW written per neuron and per sample, straight from each rule's equation (independent of rules.py)."""
+    y = x_rows @ weight_rows.T
+    num, units = y.shape
+    delta = torch.zeros_like(weight_rows)
+    if isinstance(rule, Competitive):
+        if rule.competition == "wta":
+            post = torch.zeros_like(y)
+            post[torch.arange(num), y.argmax(1)] = 1
+        elif rule.competition == "soft":
+            post = torch.exp(y / rule.temperature - (y / rule.temperature).max(1, keepdim=True).values)
+            post = post / post.sum(1, keepdim=True)
+        elif rule.competition == "kwta":
+            post = torch.zeros_like(y)
+            for n in range(num):
+                post[n, y[n].argsort(descending=True)[: rule.k]] = 1
+        else:
+            post = y
+    elif isinstance(rule, HPCA):
+        post = y.clamp(min=0) if rule.f == "relu" else y
+    else:
+        post = y
+    for i in range(units):
+        for n in range(num):
+            if isinstance(rule, Hebb):
+                delta[i] += post[n, i] * x_rows[n]
+            elif isinstance(rule, Oja):
+                delta[i] += post[n, i] * (x_rows[n] - post[n, i] * weight_rows[i])
+            elif isinstance(rule, Competitive):
+                delta[i] += post[n, i] * (x_rows[n] - weight_rows[i])
+            else:
+                reconstruction = sum(post[n, j] * weight_rows[j] for j in range(i + 1))
+                delta[i] += post[n, i] * (x_rows[n] - reconstruction)
+    return delta / num
+
+
+def _patches(x, weight, stride, padding):
+    """Every patch as a row (M, C·kh·kw), ordered like as_rows: (n, h, w)."""
+    kh, kw = weight.shape[2:]
+    cols = F.unfold(x, (kh, kw), padding=padding, stride=stride)  # (N, D, L)
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+
+# -------------------------------------------------------------------------------------- form equalities
+
+
+@pytest.mark.parametrize("rule", RULES, ids=IDS)
+@pytest.mark.parametrize("shape", [(7, 5, 3), (16, 12, 8)])
+def test_linear_loss_gradient_equals_minus_update(rule, shape):
+    n, d, k = shape
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(n, d, generator=gen, dtype=DOUBLE)
+    weight = torch.randn(k, d, generator=gen, dtype=DOUBLE) / math.sqrt(d)
+    delta = rule.update(x, weight, rules.responses(x, weight))
+    torch.testing.assert_close(_gradient_of_loss(rule, x, weight), -delta)
+
+
+@pytest.mark.parametrize("rule", RULES, ids=IDS)
+def test_linear_update_equals_per_neuron_reference(rule):
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(9, 6, generator=gen, dtype=DOUBLE)
+    weight = torch.randn(4, 6, generator=gen, dtype=DOUBLE) / 2
+    delta = rule.update(x, weight, rules.responses(x, weight))
+    torch.testing.assert_close(delta, _reference_update(rule, x, weight))
+
+
+@pytest.mark.parametrize("rule", RULES, ids=IDS)
+@pytest.mark.parametrize(
+    "channels, size, units, kernel, stride, padding",
+    [(3, 8, 4, 3, 1, 0), (3, 9, 5, 3, 2, 1), (2, 7, 3, 5, 1, 1), (4, 10, 6, 3, 2, 0)],
+)
+def test_conv_loss_gradient_and_unfold_reference(rule, channels, size, units, kernel, stride, padding):
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(3, channels, size, size, generator=gen, dtype=DOUBLE)
+    weight = torch.randn(units, channels, kernel, kernel, generator=gen, dtype=DOUBLE) / kernel
+    geometry = {"stride": stride, "padding": padding}
+    delta = rule.update(x, weight, rules.responses(x, weight, **geometry), **geometry)
+    torch.testing.assert_close(_gradient_of_loss(rule, x, weight, **geometry), -delta)
+    reference = _reference_update(rule, _patches(x, weight, stride, padding), weight.flatten(1))
+    torch.testing.assert_close(delta, reference.view_as(weight))
+
+
+def test_conv_dilation_matches_unfold():
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 3, 11, 11, generator=gen, dtype=DOUBLE)
+    weight = torch.randn(4, 3, 3, 3, generator=gen, dtype=DOUBLE)
+    y = rules.responses(x, weight, dilation=2, padding=1)
+    cols = F.unfold(x, 3, dilation=2, padding=1).transpose(1, 2).reshape(-1, 27)
+    expected = rules.as_rows(y).T @ cols / len(cols)
+    torch.testing.assert_close(rules.hebb(x, weight, y, dilation=2, padding=1), expected.view_as(weight))
+
+
+def test_hpca_block_route_equals_gram_route():
+    """Few samples, many units: the blocked running reconstruction equals tril(FᵀF)W."""
+    gen = torch.Generator().manual_seed(5)
+    fy = torch.randn(4, 300, generator=gen, dtype=DOUBLE)
+    weight = torch.randn(300, 50, generator=gen, dtype=DOUBLE)
+    expected = torch.tril(fy.T @ fy) @ weight
+    torch.testing.assert_close(rules._hpca_decay(fy, weight, block=64), expected)
+
+
+# ------------------------------------------------------------------------------------------ convergence
+
+
+def _anisotropic_cloud(num=4000, dim=5, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    basis, _ = torch.linalg.qr(torch.randn(dim, dim, generator=gen, dtype=DOUBLE))
+    scales = torch.tensor([3.0, 2.0, 1.4, 0.6, 0.3], dtype=DOUBLE)[:dim]
+    x = torch.randn(num, dim, generator=gen, dtype=DOUBLE) * scales @ basis.T
+    eigenvalues, eigenvectors = torch.linalg.eigh(x.T @ x / num)
+    return x, eigenvectors.flip(1).T  # principal components, largest first
+
+
+def _train(rule, x, weight, lr, epochs, batch=50):
+    for _ in range(epochs):
+        for start in range(0, len(x), batch):
+            xb = x[start : start + batch]
+            rules.apply_update(weight, rule.update(xb, weight, rules.responses(xb, weight)), lr)
+    return weight
+
+
+def test_oja_converges_to_first_principal_component():
+    x, components = _anisotropic_cloud()
+    weight = _train(Oja(), x, torch.randn(1, 5, dtype=DOUBLE, generator=torch.Generator().manual_seed(1)) * 0.1, 0.01, 5)
+    cosine = F.cosine_similarity(weight[0], components[0], dim=0).abs()
+    assert cosine >= 0.99
+    assert weight.norm().item() == pytest.approx(1.0, abs=0.05)
+
+
+def test_hpca_converges_to_top_components_in_order():
+    x, components = _anisotropic_cloud(num=6000)
+    start = torch.randn(3, 5, dtype=DOUBLE, generator=torch.Generator().manual_seed(2)) * 0.1
+    weight = _train(HPCA(), x, start, 0.005, 8)
+    cosines = F.cosine_similarity(weight, components[:3], dim=1).abs()
+    assert (cosines >= 0.95).all(), cosines
+
+
+def test_wta_instar_finds_cluster_centroids():
+    gen = torch.Generator().manual_seed(3)
+    centres = torch.tensor([[5.0, 0.0], [-5.0, 0.0], [0.0, 6.0]], dtype=DOUBLE)
+    labels = torch.randint(0, 3, (3000,), generator=gen)
+    x = centres[labels] + 0.5 * torch.randn(3000, 2, generator=gen, dtype=DOUBLE)
+    x_aug = torch.cat([x, torch.ones(3000, 1, dtype=DOUBLE)], 1)  # bias input so winners go by distance
+    # Start each unit at a data point of a different cluster (the standard k-means-style initialisation).
+    start = torch.stack([x_aug[(labels == c).nonzero()[0, 0]] for c in range(3)]).clone()
+    # Winner by distance: y = w·x − ½‖w‖², realised through the augmented last input.
+    rule = Competitive("wta")
+    weight = start
+    for _ in range(3):
+        for s in range(0, 3000, 30):
+            xb = x_aug[s : s + 30]
+            y = xb[:, :2] @ weight[:, :2].T - 0.5 * weight[:, :2].square().sum(1)
+            rules.apply_update(weight, rules.instar(xb, weight, rules.wta(y)), 0.5)
+    found = weight[:, :2]
+    distances = torch.cdist(found, centres)
+    assert distances.min(1).values.max() < 0.2
+    assert len(set(distances.argmin(1).tolist())) == 3
+
+
+def test_soft_wta_tends_to_hard_wta_as_temperature_falls():
+    gen = torch.Generator().manual_seed(4)
+    y = torch.randn(64, 10, 3, 3, generator=gen, dtype=DOUBLE)
+    y = y + 0.05 * rules.wta(y)  # a margin between winner and runner-up: exp(-50) at T = 1e-3
+    torch.testing.assert_close(rules.soft_wta(y, 1e-3), rules.wta(y), atol=1e-12, rtol=0)
+    x = torch.randn(64, 8, 5, 5, generator=gen, dtype=DOUBLE)
+    weight = torch.randn(10, 8, 3, 3, generator=gen, dtype=DOUBLE)
+    response = rules.responses(x, weight)
+    hard = Competitive("wta").update(x, weight, response)
+    gaps = [
+        (Competitive("soft", temperature=t).update(x, weight, response) - hard).norm() / hard.norm()
+        for t in (10.0, 1.0, 0.1, 0.01, 0.001)
+    ]
+    assert all(later < earlier for earlier, later in zip(gaps, gaps[1:])), gaps
+    assert gaps[-1] < 1e-3
+    uniform = rules.soft_wta(y, 1e3)
+    torch.testing.assert_close(uniform, torch.full_like(uniform, 0.1), atol=5e-3, rtol=0)
+
+
+def test_soft_wta_is_finite_over_the_temperature_range():
+    y = torch.randn(32, 16) * 50
+    for temperature in (1e-3, 1e-1, 1.0, 1e1, 1e3):
+        r = rules.soft_wta(y, temperature)
+        assert torch.isfinite(r).all()
+        torch.testing.assert_close(r.sum(1), torch.ones(32))
+
+
+def test_kwta_marks_exactly_the_k_largest():
+    y = torch.tensor([[0.1, 0.9, 0.5, 0.7], [4.0, 3.0, 2.0, 1.0]])
+    torch.testing.assert_close(rules.kwta(y, 2), torch.tensor([[0.0, 1.0, 0.0, 1.0], [1.0, 1.0, 0.0, 0.0]]))
+
+
+def test_plain_hebb_weight_norm_grows_without_bound():
+    x, _ = _anisotropic_cloud()
+    weight = torch.full((1, 5), 0.1, dtype=DOUBLE)
+    norms = []
+    for _ in range(6):
+        _train(Hebb(), x, weight, 0.01, 1)
+        norms.append(weight.norm().item())
+    assert all(later > 2 * earlier for earlier, later in zip(norms, norms[1:]))
+    assert norms[-1] > 1e6
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_temperature_is_rejected(temperature):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        rules.soft_wta(torch.randn(4, 3), temperature)
+    with pytest.raises(ValueError, match="temperature"):
+        Competitive("soft", temperature=temperature)
+
+
+@pytest.mark.parametrize("k", [0, 4, -1, 1.5])
+def test_k_outside_range_is_rejected(k):
+    with pytest.raises(ValueError, match=r"k must be an integer in 1\.\.3"):
+        rules.kwta(torch.randn(4, 3), k)
+
+
+def test_negative_learning_rate_is_rejected():
+    weight = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="learning rate lr must be a finite number >= 0"):
+        rules.apply_update(weight, torch.ones(2, 3), -0.1)
+    assert (weight == 0).all()
+
+
+def test_shape_mismatch_is_rejected():
+    with pytest.raises(ValueError, match=r"x must have shape \(N, D\) with 4 features"):
+        rules.oja(torch.randn(5, 3), torch.randn(2, 4), torch.randn(5, 2))
+    with pytest.raises(ValueError, match=r"x must have shape \(N, C, H, W\) with 3"):
+        rules.hebb(torch.randn(2, 4, 8, 8), torch.randn(5, 3, 3, 3), torch.randn(2, 5, 6, 6))
+
+
+def test_post_synaptic_shape_mismatch_is_rejected():
+    with pytest.raises(ValueError, match="post-synaptic factor must have shape"):
+        rules.instar(torch.randn(5, 3), torch.randn(2, 3), torch.randn(5, 4))
+
+
+def test_dtype_mismatch_is_rejected():
+    with pytest.raises(TypeError, match="x and weight must share a dtype"):
+        rules.hebb(torch.randn(5, 3, dtype=DOUBLE), torch.randn(2, 3), torch.randn(5, 2))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_input_is_rejected(bad):
+    x = torch.randn(5, 3)
+    x[2, 1] = bad
+    with pytest.raises(ValueError, match="x must be finite"):
+        rules.hpca(x, torch.randn(2, 3), torch.randn(5, 2))
+
+
+def test_unknown_rule_name_is_rejected():
+    with pytest.raises(ValueError, match="rule must be one of hebb, oja"):
+        rules.make_rule("backprop")
