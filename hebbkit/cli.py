@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import workbook
+
 
 def _info(args: argparse.Namespace) -> int:
     import torch
@@ -22,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hebbkit", description="Hebbian learning for deep networks.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("info", help="versions and the device hebbkit would use").set_defaults(run=_info)
+    workbook.add_parser(commands)
     return parser
 
 

@@ -1,0 +1,99 @@
+"""Small simulations for the workbook: 2-D data clouds and single neurons learning by a Hebbian rule.
+
+Everything is seeded and runs on the CPU in milliseconds, so a notebook widget can redraw it at once.
+The rules are the package's own (``hebbkit.rules``); nothing here re-implements them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from .rules import Rule, apply_update, check_learning_rate, responses
+
+
+def gaussian_cloud(num_points: int = 500, angle: float = 30.0, stds: tuple[float, float] = (2.0, 0.5), seed: int = 0) -> Tensor:
+    """A centred 2-D Gaussian cloud (N, 2) whose long axis (std ``stds[0]``) points at ``angle`` degrees."""
+    if num_points < 2:
+        raise ValueError(f"num_points must be >= 2, got {num_points}")
+    generator = torch.Generator().manual_seed(seed)
+    points = torch.randn(num_points, 2, generator=generator) * torch.tensor(stds)
+    theta = math.radians(angle)
+    rotation = torch.tensor([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    points = points @ rotation.T
+    return points - points.mean(0)
+
+
+def cluster_centres(num_clusters: int = 3, radius: float = 2.0) -> Tensor:
+    """``num_clusters`` centres evenly spaced on a circle of ``radius`` around the origin, (K, 2)."""
+    if num_clusters < 1:
+        raise ValueError(f"num_clusters must be >= 1, got {num_clusters}")
+    angles = torch.arange(num_clusters) * 2 * math.pi / num_clusters + math.pi / 2
+    return radius * torch.stack([angles.cos(), angles.sin()], 1)
+
+
+def clusters(num_points: int = 600, centres: Tensor | None = None, spread: float = 0.35, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Points (N, 2) drawn around ``centres`` (default ``cluster_centres()``) with Gaussian ``spread``,
+    and the index of each point's cluster (N,)."""
+    centres = cluster_centres() if centres is None else centres
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(num_points) % len(centres)
+    points = centres[labels] + spread * torch.randn(num_points, 2, generator=generator)
+    return points, labels
+
+
+def ring_init(num_units: int, radius: float = 0.5, offset: float = 0.3) -> Tensor:
+    """Initial weights (K, 2) spread evenly on a small circle, so every unit starts with a fair chance to win."""
+    angles = torch.arange(num_units) * 2 * math.pi / num_units + offset
+    return radius * torch.stack([angles.cos(), angles.sin()], 1)
+
+
+def learn(
+    x: Tensor, rule: Rule, init: Tensor, lr: float, steps: int = 300, batch_size: int = 10, seed: int = 0
+) -> Tensor:
+    """Train weights ``init`` (K, D) on ``x`` (N, D) by ``rule`` with plain updates ``W ← W + lr·ΔW`` on
+    seeded mini-batches; return the trajectory (steps + 1, K, D). A diverging rule stops growing at inf."""
+    check_learning_rate(lr)
+    if steps < 0 or batch_size < 1:
+        raise ValueError(f"steps must be >= 0 and batch_size >= 1, got steps={steps}, batch_size={batch_size}")
+    generator = torch.Generator().manual_seed(seed)
+    weight = init.clone().to(x.dtype)
+    trajectory = [weight.clone()]
+    for _ in range(steps):
+        batch = x[torch.randint(len(x), (batch_size,), generator=generator)]
+        if torch.isfinite(weight).all():
+            apply_update(weight, rule.update(batch, weight, responses(batch, weight)), lr)
+        trajectory.append(weight.clone())
+    return torch.stack(trajectory)
+
+
+def principal_axis(x: Tensor) -> Tensor:
+    """The unit-norm first principal component of ``x`` (N, D), sign fixed so its first entry is >= 0."""
+    centred = x - x.mean(0)
+    _, vectors = torch.linalg.eigh(centred.T @ centred / len(x))
+    top = vectors[:, -1]
+    return top if top[0] >= 0 else -top
+
+
+def angle_degrees(u: Tensor, v: Tensor) -> float:
+    """The angle between the lines spanned by ``u`` and ``v``, in degrees (0..90, sign ignored)."""
+    cosine = (u @ v).abs() / (u.norm() * v.norm())
+    return math.degrees(math.acos(min(1.0, cosine.item())))
+
+
+def nearest_distances(points: Tensor, targets: Tensor) -> Tensor:
+    """For each row of ``points``, its distance to the nearest row of ``targets``."""
+    return torch.cdist(points, targets).min(1).values
+
+
+def check_exercise(name: str, answer: Any, test: Callable[[Any], bool], hint: str) -> bool:
+    """Check a learner's answer: say so when it is still ``None``/``...``, else assert ``test(answer)``."""
+    if answer is None or answer is Ellipsis:
+        print(f"{name}: not attempted yet ({hint})")
+        return False
+    assert test(answer), f"{name}: not yet right. Hint: {hint}"
+    print(f"{name}: correct!")
+    return True

@@ -1,0 +1,144 @@
+"""Figures and widgets for the workbook.
+
+Each ``*_figure`` function simulates (``hebbkit.demos``) and draws one complete figure, so a notebook cell
+is one call, and a widget redraws it by calling it again with the slider values (``interactive_figure``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from . import demos
+from .rules import Competitive, Hebb, Oja, check_temperature, soft_wta
+from .utils import atomic_path
+
+UNIT_COLOURS = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown")
+
+
+def save_figure(fig: Figure, folder: str | Path | None, name: str, dpi: int = 80) -> Path | None:
+    """Write ``fig`` as a small PNG ``folder/name`` (atomically); do nothing when ``folder`` is None."""
+    if folder is None:
+        return None
+    path = Path(folder) / name
+    with atomic_path(path) as temp:
+        fig.savefig(temp, format="png", dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def log_slider(description: str, value: float, low: float, high: float):
+    """A base-10 ``FloatLogSlider`` from ``low`` to ``high`` that updates on release, not while dragging."""
+    import ipywidgets as widgets
+
+    if not 0 < low <= value <= high:
+        raise ValueError(f"need 0 < low <= value <= high, got low={low}, value={value}, high={high}")
+    return widgets.FloatLogSlider(
+        value=value,
+        base=10,
+        min=math.log10(low),
+        max=math.log10(high),
+        step=0.1,
+        description=description,
+        continuous_update=False,
+        readout_format=".3g",
+        style={"description_width": "initial"},
+    )
+
+
+def interactive_figure(draw: Callable[..., Figure], **sliders):
+    """Sliders above an output area that shows ``draw(**slider values)``, redrawn when a slider moves."""
+    import ipywidgets as widgets
+
+    def show(**values: float) -> None:
+        draw(**values)
+        plt.show()
+
+    output = widgets.interactive_output(show, sliders)
+    return widgets.VBox([widgets.HBox(list(sliders.values())), output])
+
+
+# ------------------------------------------------------------------------------------- single neurons
+
+
+def plot_trajectories(ax: Axes, x: Tensor, trajectory: Tensor, title: str = "") -> None:
+    """Data points in grey, each unit's weight path (``trajectory`` (T, K, 2)) as a line ending in a dot."""
+    ax.scatter(x[:, 0], x[:, 1], s=4, c="0.75", linewidths=0)
+    for unit in range(trajectory.shape[1]):
+        colour = UNIT_COLOURS[unit % len(UNIT_COLOURS)]
+        path = trajectory[:, unit]
+        path = path[torch.isfinite(path).all(1)]
+        ax.plot(path[:, 0], path[:, 1], "-", color=colour, lw=1.2)
+        ax.plot(path[-1, 0], path[-1, 1], "o", color=colour, ms=6, mec="k")
+    limit = 1.1 * x.abs().max().item()
+    ax.set(xlim=(-limit, limit), ylim=(-limit, limit), aspect="equal", title=title)
+    ax.tick_params(labelsize=7)
+
+
+def oja_figure(x: Tensor, lr: float = 0.01, steps: int = 300, seed: int = 0) -> Figure:
+    """One Oja neuron on a 2-D cloud: its weight path with the first principal axis, and its norm and
+    angle to that axis over training."""
+    trajectory = demos.learn(x, Oja(), torch.tensor([[0.2, 0.9]]), lr, steps, seed=seed)
+    axis = demos.principal_axis(x)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.3))
+    limit = 1.1 * x.abs().max().item()
+    left.plot([-limit * axis[0], limit * axis[0]], [-limit * axis[1], limit * axis[1]], "k--", lw=0.8, label="PC1")
+    plot_trajectories(left, x, trajectory, title=f"Oja, lr = {lr:.3g}")
+    left.legend(loc="lower right", fontsize=7)
+    weights = trajectory[:, 0]
+    angles = [demos.angle_degrees(w, axis) for w in weights]
+    right.plot(weights.norm(dim=1), label="‖w‖")
+    right.set_xlabel("step")
+    right.set_ylabel("‖w‖")
+    twin = right.twinx()
+    twin.plot(angles, color="tab:red", label="angle to PC1 (°)")
+    twin.set_ylabel("angle to PC1 (°)", color="tab:red")
+    right.set_title("norm → 1, angle → 0")
+    fig.tight_layout()
+    return fig
+
+
+def hebb_vs_oja_figure(x: Tensor, lr: float = 0.01, steps: int = 300, seed: int = 0) -> Figure:
+    """‖w‖ over training for plain Hebb (grows without bound) and Oja (settles at 1), log scale."""
+    init = torch.tensor([[0.2, 0.9]])
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for label, rule in (("plain Hebb", Hebb()), ("Oja", Oja())):
+        norms = demos.learn(x, rule, init, lr, steps, seed=seed)[:, 0].norm(dim=1)
+        ax.semilogy(norms, label=label)
+    ax.set(xlabel="step", ylabel="‖w‖", title=f"plain Hebb diverges (lr = {lr:.3g})")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def competition_figure(
+    x: Tensor, temperatures: tuple[float, ...] = (0.03, 1.0, 30.0), lr: float = 0.05, steps: int = 300, seed: int = 0
+) -> Figure:
+    """Three competing units on clustered data, one panel per soft-WTA temperature: cold → each unit finds
+    a cluster centre, hot → all drift to the overall mean."""
+    init = demos.ring_init(3)
+    fig, axes = plt.subplots(1, len(temperatures), figsize=(3.2 * len(temperatures), 3.3), squeeze=False)
+    for ax, temperature in zip(axes[0], temperatures):
+        rule = Competitive("soft", temperature=check_temperature(temperature))
+        plot_trajectories(ax, x, demos.learn(x, rule, init, lr, steps, seed=seed), title=f"soft-WTA, T = {temperature:.3g}")
+    fig.suptitle(f"competitive learning, lr = {lr:.3g}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def responsibilities_figure(y: Tensor, temperatures: tuple[float, ...] = (0.05, 0.5, 5.0)) -> Figure:
+    """Bars of ``softmax(y / T)`` for one response vector ``y`` (K,) at each temperature."""
+    fig, axes = plt.subplots(1, len(temperatures), figsize=(2.8 * len(temperatures), 2.6), sharey=True, squeeze=False)
+    for ax, temperature in zip(axes[0], temperatures):
+        r = soft_wta(y.view(1, -1), temperature)[0]
+        ax.bar(range(len(y)), r, color=[UNIT_COLOURS[i % len(UNIT_COLOURS)] for i in range(len(y))])
+        ax.set(title=f"T = {temperature:.3g}", xlabel="unit", ylim=(0, 1.05))
+    axes[0][0].set_ylabel("responsibility r")
+    fig.tight_layout()
+    return fig

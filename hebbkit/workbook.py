@@ -1,0 +1,136 @@
+"""Run the whole workbook headlessly with papermill: ``hebbkit workbook [--quick] [--out DIR]``.
+
+Each notebook runs in a fresh kernel of this Python environment, in its own folder, with the parameters
+``QUICK`` and ``FIGURES`` (and ``DATA`` when given) injected after its ``parameters`` cell. Executed
+notebooks go to ``--out`` (written beside their final name, then renamed; a failed one is kept as
+``NAME.failed.ipynb``), figures to ``--figures``. One progress line per notebook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+NOTEBOOKS = (
+    "00_overview",
+    "01_rules_and_losses",
+    "02_single_neuron",
+    "03_conv_filters",
+    "04_semi_supervised_pipeline",
+    "05_results_table",
+)
+DEFAULT_OUT = Path("runs/workbook")
+DEFAULT_NOTEBOOKS = Path("notebooks")
+DEFAULT_FIGURES = Path("figures")
+
+
+def _kernel_manager_class() -> type:
+    """A kernel manager that always starts ipykernel with this interpreter, whatever kernelspecs exist."""
+    from ipykernel.kernelspec import RESOURCES, get_kernel_dict
+    from jupyter_client import AsyncKernelManager, KernelSpecManager
+    from traitlets import default
+
+    class CurrentEnvironmentSpecs(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name: str):
+            return self.kernel_spec_class(resource_dir=RESOURCES, **get_kernel_dict())
+
+    class CurrentEnvironmentKernel(AsyncKernelManager):
+        @default("kernel_spec_manager")
+        def _default_kernel_spec_manager(self) -> KernelSpecManager:
+            return CurrentEnvironmentSpecs(data_dir=self.data_dir)
+
+    return CurrentEnvironmentKernel
+
+
+def select(names: list[str] | None) -> list[str]:
+    """The notebooks to run, in workbook order; ``names`` may be full names or their two-digit prefixes."""
+    if not names:
+        return list(NOTEBOOKS)
+    chosen = []
+    for name in names:
+        matches = [nb for nb in NOTEBOOKS if nb == name or nb.split("_")[0] == name]
+        if not matches:
+            raise ValueError(f"unknown notebook {name!r}; choose from {', '.join(NOTEBOOKS)} (or 00..05)")
+        chosen.extend(matches)
+    return [nb for nb in NOTEBOOKS if nb in chosen]
+
+
+def run_workbook(
+    quick: bool = False,
+    out: str | Path = DEFAULT_OUT,
+    figures: str | Path | None = DEFAULT_FIGURES,
+    notebooks: str | Path = DEFAULT_NOTEBOOKS,
+    only: list[str] | None = None,
+    data: str | Path | None = None,
+) -> dict[str, float]:
+    """Execute the workbook's notebooks in order; return the wall time of each in seconds.
+
+    Raises ``RuntimeError`` naming the failed notebooks (after running all of them) if any failed.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    notebooks, out = Path(notebooks), Path(out)
+    if not notebooks.is_dir():
+        raise FileNotFoundError(f"notebook folder {notebooks} not found; run from the repository root or pass --notebooks")
+    names = select(only)
+    missing = [name for name in names if not (notebooks / f"{name}.ipynb").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{notebooks} lacks {', '.join(f'{m}.ipynb' for m in missing)}")
+    if os.environ.get("HEBBKIT_DATA"):  # kernels run in the notebook folder: make a relative path absolute
+        os.environ["HEBBKIT_DATA"] = str(Path(os.environ["HEBBKIT_DATA"]).resolve())
+    parameters: dict = {"QUICK": quick, "FIGURES": None if figures is None else str(Path(figures).resolve())}
+    if data is not None:
+        parameters["DATA"] = str(Path(data).resolve())
+    out.mkdir(parents=True, exist_ok=True)
+    mode = "quick" if quick else "full"
+    print(f"workbook ({mode}): {len(names)} notebooks -> {out}/, figures -> {figures}/", flush=True)
+    times, failed = {}, []
+    for number, name in enumerate(names, 1):
+        source, running, final = notebooks / f"{name}.ipynb", out / f".{name}.running.ipynb", out / f"{name}.ipynb"
+        print(f"[{number}/{len(names)}] {name} ...", end=" ", flush=True)
+        start = time.perf_counter()
+        try:
+            papermill.execute_notebook(
+                source,
+                running,
+                parameters=parameters,
+                cwd=notebooks,
+                progress_bar=False,
+                kernel_manager_class=_kernel_manager_class(),
+            )
+        except PapermillExecutionError as error:
+            times[name] = time.perf_counter() - start
+            running.replace(out / f"{name}.failed.ipynb")
+            failed.append(name)
+            print(f"FAILED after {times[name]:.1f} s: {error.ename}: {error.evalue} (cell {error.exec_count})", flush=True)
+            continue
+        times[name] = time.perf_counter() - start
+        running.replace(final)
+        print(f"ok in {times[name]:.1f} s", flush=True)
+    print(f"workbook ({mode}): {len(names) - len(failed)}/{len(names)} notebooks ran in {sum(times.values()):.0f} s")
+    if failed:
+        raise RuntimeError(f"{len(failed)} notebook(s) failed: {', '.join(failed)}; see {out}/NAME.failed.ipynb")
+    return times
+
+
+def _run(args: argparse.Namespace) -> int:
+    run_workbook(args.quick, args.out, args.figures, args.notebooks, args.only, args.data)
+    return 0
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """Add ``hebbkit workbook`` to the command line."""
+    parser = commands.add_parser(
+        "workbook", help="run every notebook headlessly (papermill); figures to figures/", description=__doc__
+    )
+    parser.add_argument("--quick", action="store_true", help="small settings: all six notebooks in minutes on a CPU")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"executed notebooks (default {DEFAULT_OUT})")
+    parser.add_argument("--figures", type=Path, default=DEFAULT_FIGURES, help=f"figures (default {DEFAULT_FIGURES})")
+    parser.add_argument("--notebooks", type=Path, default=DEFAULT_NOTEBOOKS, help=f"source folder (default {DEFAULT_NOTEBOOKS})")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks (names or 00..05)")
+    parser.add_argument("--data", type=Path, help="CIFAR-10 npz file or folder (default: $HEBBKIT_DATA, else download)")
+    parser.set_defaults(run=_run)
+
