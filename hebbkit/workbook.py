@@ -13,6 +13,8 @@ import os
 import time
 from pathlib import Path
 
+from .utils import atomic_path
+
 NOTEBOOKS = (
     "00_overview",
     "01_rules_and_losses",
@@ -24,12 +26,16 @@ NOTEBOOKS = (
 DEFAULT_OUT = Path("runs/workbook")
 DEFAULT_NOTEBOOKS = Path("notebooks")
 DEFAULT_FIGURES = Path("figures")
+IGNORE_MARKERS = ("NBVAL_IGNORE_OUTPUT", "NBVAL_SKIP")
+IGNORE_TAGS = ("nbval-ignore-output", "nbval-skip")
+UNSTORED_MIME = ("image/png", "image/jpeg", "image/svg+xml", "application/vnd.jupyter.widget-view+json")
 
 
 def _kernel_manager_class() -> type:
     """A kernel manager that always starts ipykernel with this interpreter, whatever kernelspecs exist."""
     from ipykernel.kernelspec import RESOURCES, get_kernel_dict
-    from jupyter_client import AsyncKernelManager, KernelSpecManager
+    from jupyter_client import AsyncKernelManager
+    from jupyter_client.kernelspec import KernelSpecManager
     from traitlets import default
 
     class CurrentEnvironmentSpecs(KernelSpecManager):
@@ -42,6 +48,48 @@ def _kernel_manager_class() -> type:
             return CurrentEnvironmentSpecs(data_dir=self.data_dir)
 
     return CurrentEnvironmentKernel
+
+
+def output_ignored(cell) -> bool:
+    """Whether nbval ignores this cell's output (a ``# NBVAL_IGNORE_OUTPUT``/``# NBVAL_SKIP`` line or tag)."""
+    lines = {line.strip().lstrip("#").strip() for line in cell.source.splitlines() if line.strip().startswith("#")}
+    return bool(lines & set(IGNORE_MARKERS)) or bool(set(cell.metadata.get("tags", [])) & set(IGNORE_TAGS))
+
+
+def clean(nb):
+    """Strip a notebook to what is stored: no widget state or run metadata, no images (nbval does not
+    compare them), and no outputs at all in cells whose output nbval ignores. Execution counts stay: nbval
+    rejects a reference cell that has outputs but no count."""
+    nb.metadata = {key: value for key, value in nb.metadata.items() if key in ("kernelspec", "language_info")}
+    nb.metadata["language_info"] = {"name": "python"}
+    for cell in nb.cells:
+        cell.metadata = {"tags": cell.metadata["tags"]} if cell.metadata.get("tags") else {}
+        if cell.cell_type != "code":
+            continue
+        if output_ignored(cell):
+            cell.outputs = []
+        for output in cell.outputs:
+            if "metadata" in output:
+                output.metadata = {}
+            if "data" in output:
+                output.data = {key: value for key, value in output.data.items() if key not in UNSTORED_MIME}
+    return nb
+
+
+def store_outputs(path: str | Path) -> None:
+    """Re-run a source notebook with its own parameters, in its folder, and store its cleaned outputs:
+    the reference nbval compares against. Run this after editing a notebook."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb, kernel_manager_class=_kernel_manager_class(), resources={"metadata": {"path": str(path.parent)}}
+    )
+    client.execute()
+    with atomic_path(path) as temp:
+        nbformat.write(clean(nb), temp)
 
 
 def select(names: list[str] | None) -> list[str]:
@@ -117,6 +165,11 @@ def run_workbook(
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.store_outputs:
+        for number, name in enumerate(select(args.only), 1):
+            print(f"[{number}] storing outputs of {args.notebooks / name}.ipynb", flush=True)
+            store_outputs(args.notebooks / f"{name}.ipynb")
+        return 0
     run_workbook(args.quick, args.out, args.figures, args.notebooks, args.only, args.data)
     return 0
 
@@ -132,5 +185,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--notebooks", type=Path, default=DEFAULT_NOTEBOOKS, help=f"source folder (default {DEFAULT_NOTEBOOKS})")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks (names or 00..05)")
     parser.add_argument("--data", type=Path, help="CIFAR-10 npz file or folder (default: $HEBBKIT_DATA, else download)")
+    parser.add_argument(
+        "--store-outputs", action="store_true", help="maintainers: re-run the source notebooks and store their clean outputs for nbval"
+    )
     parser.set_defaults(run=_run)
 
