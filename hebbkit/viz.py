@@ -137,7 +137,7 @@ def responsibilities_figure(y: Tensor, temperatures: tuple[float, ...] = (0.05, 
     fig, axes = plt.subplots(1, len(temperatures), figsize=(2.8 * len(temperatures), 2.6), sharey=True, squeeze=False)
     for ax, temperature in zip(axes[0], temperatures):
         r = soft_wta(y.view(1, -1), temperature)[0]
-        ax.bar(range(len(y)), r, color=[UNIT_COLOURS[i % len(UNIT_COLOURS)] for i in range(len(y))])
+        ax.bar(range(len(y)), r.tolist(), color=[UNIT_COLOURS[i % len(UNIT_COLOURS)] for i in range(len(y))])
         ax.set(title=f"T = {temperature:.3g}", xlabel="unit", ylim=(0, 1.05))
     axes[0][0].set_ylabel("responsibility r")
     fig.tight_layout()

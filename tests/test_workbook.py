@@ -1,0 +1,142 @@
+"""The papermill batch (on two tiny notebooks), cleaning, and the single-neuron demos and figures."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import nbformat
+import pytest
+import torch
+from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+from hebbkit import demos, viz, workbook
+from hebbkit.cli import main
+from hebbkit.rules import Competitive, Hebb, Oja
+
+matplotlib.use("Agg")
+
+
+def _notebook(*sources: str, parameters: str = "QUICK = True\nFIGURES = None"):
+    nb = new_notebook(cells=[new_code_cell(parameters, metadata={"tags": ["parameters"]})])
+    nb.cells += [new_code_cell(source) for source in sources]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def test_batch_injects_parameters_writes_outputs_and_reports_failures(tmp_path, capsys) -> None:
+    folder, out = tmp_path / "notebooks", tmp_path / "out"
+    folder.mkdir()
+    nbformat.write(_notebook("print('quick', QUICK)", "open('made.txt', 'w').write(FIGURES)"), folder / "00_overview.ipynb")
+    nbformat.write(_notebook("raise ValueError('broken on purpose')"), folder / "01_rules_and_losses.ipynb")
+    with pytest.raises(RuntimeError, match="1 notebook.*01_rules_and_losses"):
+        workbook.run_workbook(quick=True, out=out, figures=tmp_path / "figs", notebooks=folder, only=["00", "01"])
+    executed = nbformat.read(out / "00_overview.ipynb", as_version=4)
+    assert any("quick True" in output.get("text", "") for cell in executed.cells for output in cell.get("outputs", []))
+    assert (folder / "made.txt").read_text() == str((tmp_path / "figs").resolve())  # ran in its own folder
+    assert (out / "01_rules_and_losses.failed.ipynb").is_file()
+    assert sorted(path.name for path in out.iterdir()) == ["00_overview.ipynb", "01_rules_and_losses.failed.ipynb"]
+    printed = capsys.readouterr().out
+    assert "[1/2] 00_overview ... ok in" in printed
+    assert "[2/2] 01_rules_and_losses ... FAILED" in printed and "broken on purpose" in printed
+
+
+def test_select_keeps_workbook_order_and_rejects_unknown_names() -> None:
+    assert workbook.select(None) == list(workbook.NOTEBOOKS)
+    assert workbook.select(["02", "00_overview"]) == ["00_overview", "02_single_neuron"]
+    with pytest.raises(ValueError, match="unknown notebook '07'"):
+        workbook.select(["07"])
+
+
+def test_cli_reports_a_missing_notebook_folder(tmp_path, capsys) -> None:
+    assert main(["workbook", "--quick", "--notebooks", str(tmp_path / "nowhere")]) == 2
+    assert "hebbkit workbook: error: notebook folder" in capsys.readouterr().err
+
+
+def test_clean_drops_images_widget_state_and_ignored_outputs() -> None:
+    nb = _notebook("x = 1", "# NBVAL_IGNORE_OUTPUT\nshow()")
+    nb.metadata["widgets"] = {"state": {}}
+    figure = new_output("display_data", data={"text/plain": "<Figure>", "image/png": "AAAA"}, metadata={"w": 1})
+    nb.cells[1].outputs = [figure]
+    nb.cells[2].outputs = [new_output("stream", name="stdout", text="volatile")]
+    cleaned = workbook.clean(nb)
+    assert "widgets" not in cleaned.metadata
+    assert cleaned.cells[1].outputs[0].data == {"text/plain": "<Figure>"} and cleaned.cells[1].outputs[0].metadata == {}
+    assert cleaned.cells[2].outputs == []
+    assert cleaned.cells[0].metadata == {"tags": ["parameters"]}
+
+
+def test_oja_converges_to_the_first_principal_axis_with_unit_norm() -> None:
+    cloud = demos.gaussian_cloud(500, angle=30.0, seed=1)
+    w = demos.learn(cloud, Oja(), torch.tensor([[0.2, 0.9]]), lr=0.01, steps=400, seed=1)[-1, 0]
+    axis = torch.tensor([math.cos(math.radians(30)), math.sin(math.radians(30))])
+    assert demos.angle_degrees(w, axis) < 3 and demos.angle_degrees(demos.principal_axis(cloud), axis) < 3
+    assert w.norm().item() == pytest.approx(1.0, abs=0.02)
+
+
+def test_winner_take_all_finds_the_cluster_centres_and_hot_soft_wta_collapses() -> None:
+    points, labels = demos.clusters(600, seed=2)
+    assert torch.bincount(labels).tolist() == [200, 200, 200]
+    centres = demos.cluster_centres()
+    wta = demos.learn(points, Competitive("wta"), demos.ring_init(3), lr=0.05, steps=400, seed=2)[-1]
+    assert demos.nearest_distances(wta, centres).max() < 0.15
+    assert demos.nearest_distances(centres, wta).max() < 0.15  # every centre is found, by a different unit
+    hot = demos.learn(points, Competitive("soft", temperature=100.0), demos.ring_init(3), lr=0.05, steps=400, seed=2)[-1]
+    assert (hot - points.mean(0)).norm(dim=1).max() < 0.3
+
+
+def test_learn_is_seeded_and_stops_a_diverging_rule_at_inf() -> None:
+    cloud = demos.gaussian_cloud(100, seed=3)
+    first = demos.learn(cloud, Hebb(), torch.ones(1, 2), lr=0.1, steps=50, seed=4)
+    assert first.shape == (51, 1, 2) and torch.equal(first, demos.learn(cloud, Hebb(), torch.ones(1, 2), lr=0.1, steps=50, seed=4))
+    diverged = demos.learn(cloud, Hebb(), torch.ones(1, 2), lr=10.0, steps=200, seed=4)
+    assert not torch.isfinite(diverged[-1]).all()
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: demos.learn(torch.zeros(5, 2), Oja(), torch.ones(1, 2), lr=-1.0), "learning rate lr"),
+        (lambda: demos.learn(torch.zeros(5, 2), Oja(), torch.ones(1, 2), lr=0.1, steps=-1), "steps must be >= 0"),
+        (lambda: demos.learn(torch.zeros(5, 2), Oja(), torch.ones(1, 2), lr=0.1, batch_size=0), "batch_size >= 1"),
+        (lambda: demos.gaussian_cloud(1), "num_points must be >= 2"),
+        (lambda: demos.cluster_centres(0), "num_clusters must be >= 1"),
+        (lambda: viz.log_slider("T", 5.0, 0.1, 1.0), "need 0 < low <= value <= high"),
+        (lambda: viz.competition_figure(torch.zeros(5, 2), temperatures=(0.0,)), "temperature must be"),
+    ],
+)
+def test_bad_input_is_named(call, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_check_exercise_waits_passes_and_fails(capsys) -> None:
+    demos.check_exercise("E", None, lambda a: a == 2, "two")
+    demos.check_exercise("E", 2, lambda a: a == 2, "two")
+    assert capsys.readouterr().out == "E: not attempted yet (two)\nE: correct!\n"
+    with pytest.raises(AssertionError, match="E: not yet right. Hint: two"):
+        demos.check_exercise("E", 3, lambda a: a == 2, "two")
+
+
+def test_figures_draw_and_save_small_pngs(tmp_path) -> None:
+    cloud, (points, _) = demos.gaussian_cloud(200), demos.clusters(150)
+    figures = {
+        "oja.png": viz.oja_figure(cloud, steps=20),
+        "hebb.png": viz.hebb_vs_oja_figure(cloud, steps=20),
+        "competition.png": viz.competition_figure(points, temperatures=(0.1, 10.0), steps=20),
+        "bars.png": viz.responsibilities_figure(torch.tensor([1.0, 0.5, 0.0])),
+    }
+    for name, fig in figures.items():
+        assert viz.save_figure(fig, None, name) is None
+        path = viz.save_figure(fig, tmp_path, name)
+        assert path.read_bytes().startswith(b"\x89PNG") and path.stat().st_size < 100_000
+    assert len(figures["competition.png"].axes) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(figures)  # no temp files left
+
+
+def test_sliders_update_on_release_on_a_log_scale() -> None:
+    slider = viz.log_slider("temperature T", 0.1, 1e-2, 1e2)
+    assert (slider.min, slider.max, slider.base, slider.value) == (-2, 2, 10, pytest.approx(0.1))
+    assert slider.continuous_update is False
+    box = viz.interactive_figure(lambda temperature: viz.responsibilities_figure(torch.ones(2), (temperature,)), temperature=slider)
+    assert box.children[0].children == (slider,)
