@@ -28,11 +28,11 @@ class _Plastic:
     def _learn(self, x: Tensor, y: Tensor) -> None:
         """Accumulate ``−ΔW`` for responses ``y`` (without bias) into ``weight.grad``."""
         with torch.no_grad():
-            delta = self.rule.update(x.detach(), self.weight, y.detach(), **self._geometry())
+            gradient = self.rule.update(x.detach(), self.weight, y.detach(), scale=-1.0, **self._geometry())
             if self.weight.grad is None:
-                self.weight.grad = -delta
+                self.weight.grad = gradient
             else:
-                self.weight.grad.sub_(delta)
+                self.weight.grad.add_(gradient)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, rule={self.rule}, plastic={self.plastic}"  # type: ignore[misc]

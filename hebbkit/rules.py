@@ -4,7 +4,8 @@ Shapes. Linear: inputs ``x`` (N, D), weights ``W`` (K, D), responses ``y = x W�
 Convolution: ``x`` (N, C, H, W), ``W`` (K, C, kh, kw), ``y = conv2d(x, W)`` (N, K, H', W'); every patch
 position counts as one sample, so "mean over samples" means over N·H'·W' patches.
 
-Every rule here has the same shape,
+Every rule here has the same shape (``scale``, default 1, multiplies the result for free: the layers pass
+−1 to get the gradient ``−ΔW``),
 
     ΔW = (1/M) [ Rᵀ X  −  decay(R, W) ]        (M samples, R the post-synaptic factor, (M, K))
 
@@ -56,8 +57,8 @@ def check_learning_rate(lr: float) -> float:
 
 
 def check_finite(name: str, tensor: Tensor) -> None:
-    """Raise ``ValueError`` if ``tensor`` holds NaN or Inf."""
-    if not torch.isfinite(tensor).all():
+    """Raise ``ValueError`` if ``tensor`` holds NaN or Inf (one reduction pass when it does not)."""
+    if not torch.isfinite(tensor.sum()) and not torch.isfinite(tensor).all():
         raise ValueError(f"{name} must be finite: it contains NaN or Inf values")
 
 
@@ -108,11 +109,17 @@ def _num_samples(post: Tensor) -> int:
     return post.numel() // post.shape[1]
 
 
-def _update(x: Tensor, weight: Tensor, post: Tensor, decay: Tensor | None, geometry: dict) -> Tensor:
+def _update(x: Tensor, weight: Tensor, post: Tensor, decay: Tensor | None, geometry: dict, scale: float) -> Tensor:
+    """``scale · (RᵀX − decay) / M``, the subtraction and scaling fused into the product where possible."""
+    scale = scale / _num_samples(post)
+    if weight.dim() == 2:
+        if decay is None:
+            return torch.mm(post.T, x).mul_(scale)
+        return decay.addmm_(post.T, x, beta=-scale, alpha=scale)  # decay is a fresh buffer
     delta = correlation(x, weight, post, **geometry)
     if decay is not None:
-        delta = delta - decay
-    return delta / _num_samples(post)
+        delta.sub_(decay)
+    return delta.mul_(scale)
 
 
 def _loss(y: Tensor, weight: Tensor, post: Tensor, decay: Tensor | None) -> Tensor:
@@ -123,44 +130,67 @@ def _loss(y: Tensor, weight: Tensor, post: Tensor, decay: Tensor | None) -> Tens
     return -total / _num_samples(post)
 
 
+def _unit_sums(t: Tensor) -> Tensor:
+    """Sum over every dimension but the units' (dim 1): samples, and patch positions for a conv."""
+    return t.sum(0) if t.dim() == 2 else t.sum((0, 2, 3))
+
+
 def _unit_decay(weight: Tensor, per_unit: Tensor) -> Tensor:
     """``s_i w_i`` for a per-unit scale ``s`` (K,)."""
     return per_unit.view(-1, *([1] * (weight.dim() - 1))) * weight
 
 
-def _hpca_decay(fy: Tensor, weight: Tensor, block: int = 64) -> Tensor:
-    """``tril(FᵀF) W``, i.e. row i is ``Σ_n f_ni Σ_{j≤i} f_nj w_j``.
+HPCA_BLOCK = 64
 
-    With many samples (M ≥ K, every conv layer) the K×K Gram matrix is cheap. With few samples and many
-    units (a wide linear layer) the K²·D product dominates; there the running reconstruction
-    ``S = Σ_{j<i} f_j w_j`` is carried across blocks of units, costing O(M·K·D) instead.
+
+def _gram_is_cheaper(num_samples: int, num_units: int, dim: int) -> bool:
+    """Cost of ``tril(FᵀF) W`` (K²(M + D)) against the blocked running reconstruction (K·D·(2M + block))."""
+    return num_units * (num_samples + dim) <= dim * (2 * num_samples + HPCA_BLOCK)
+
+
+def _hpca_blocked(x: Tensor | None, rows: Tensor, flat: Tensor) -> Tensor:
+    """``FᵀX − tril(FᵀF) W`` (``x=None`` reads as 0) in O(M·K·D), for few samples and many units.
+
+    Units are taken in blocks; ``residual = X − Σ_{j<block} f_j w_j`` carries the reconstruction of the
+    units before the block, so a block needs ``F_bᵀ residual − tril(F_bᵀF_b) W_b``.
+    """
+    out = torch.empty_like(flat)
+    residual = torch.zeros(rows.shape[0], flat.shape[1], dtype=flat.dtype, device=flat.device)
+    if x is not None:
+        residual.copy_(x)
+    for start in range(0, flat.shape[0], HPCA_BLOCK):
+        f_b, w_b = rows[:, start : start + HPCA_BLOCK], flat[start : start + HPCA_BLOCK]
+        torch.mm(f_b.T, residual, out=out[start : start + HPCA_BLOCK])
+        out[start : start + HPCA_BLOCK].addmm_(torch.tril(f_b.T @ f_b), w_b, alpha=-1)
+        residual.addmm_(f_b, w_b, alpha=-1)
+    return out
+
+
+def _hpca_decay(fy: Tensor, weight: Tensor) -> Tensor:
+    """``tril(FᵀF) W``: row i is ``Σ_n f_ni Σ_{j≤i} f_nj w_j``.
+
+    With many samples (M ≳ K, every conv layer) through the K×K Gram matrix; with few samples and many
+    units (a wide linear layer), where K²·D would dominate, through the blocked reconstruction.
     """
     rows, flat = as_rows(fy), weight.flatten(1)
-    (num_samples, num_units), dim = rows.shape, flat.shape[1]
-    if num_units * (num_samples + dim) <= dim * (2 * num_samples + block):  # Gram route is cheaper
+    if _gram_is_cheaper(*rows.shape, flat.shape[1]):
         return (torch.tril(rows.T @ rows) @ flat).view_as(weight)
-    out = torch.empty_like(flat)
-    running = torch.zeros(num_samples, flat.shape[1], dtype=flat.dtype, device=flat.device)
-    for start in range(0, num_units, block):
-        f_b, w_b = rows[:, start : start + block], flat[start : start + block]
-        out[start : start + block] = f_b.T @ running + torch.tril(f_b.T @ f_b) @ w_b
-        running.addmm_(f_b, w_b)
-    return out.view_as(weight)
+    return _hpca_blocked(None, rows, flat).neg_().view_as(weight)
 
 
 # --------------------------------------------------------------------------------------------- rules
 
 
-def hebb(x: Tensor, weight: Tensor, y: Tensor, **geometry) -> Tensor:
+def hebb(x: Tensor, weight: Tensor, y: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
     """Plain Hebb: ``Δw_i = ⟨y_i x⟩``.
 
     No decay term, so ``‖w‖`` grows without bound: the reason for the rules below.
     """
     _check_pair(x, weight, y)
-    return _update(x, weight, y, None, geometry)
+    return _update(x, weight, y, None, geometry, scale)
 
 
-def instar(x: Tensor, weight: Tensor, r: Tensor, **geometry) -> Tensor:
+def instar(x: Tensor, weight: Tensor, r: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
     """Grossberg instar / competitive learning: ``Δw_i = ⟨r_i (x − w_i)⟩``.
 
     ``r`` comes from a competition (``wta``, ``soft_wta``, ``kwta``) or is the response itself; each
@@ -168,17 +198,17 @@ def instar(x: Tensor, weight: Tensor, r: Tensor, **geometry) -> Tensor:
     Decay: ``(Σ_n r_ni) w_i``.
     """
     _check_pair(x, weight, r)
-    return _update(x, weight, r, _unit_decay(weight, as_rows(r).sum(0)), geometry)
+    return _update(x, weight, r, _unit_decay(weight, _unit_sums(r)), geometry, scale)
 
 
-def oja(x: Tensor, weight: Tensor, y: Tensor, **geometry) -> Tensor:
+def oja(x: Tensor, weight: Tensor, y: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
     """Oja's rule: ``Δw_i = ⟨y_i (x − y_i w_i)⟩``; a single unit converges to the first principal
     component with ``‖w‖ = 1``. Decay: ``(Σ_n y_ni²) w_i``."""
     _check_pair(x, weight, y)
-    return _update(x, weight, y, _unit_decay(weight, as_rows(y).square().sum(0)), geometry)
+    return _update(x, weight, y, _unit_decay(weight, _unit_sums(y.square())), geometry, scale)
 
 
-def hpca(x: Tensor, weight: Tensor, fy: Tensor, **geometry) -> Tensor:
+def hpca(x: Tensor, weight: Tensor, fy: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
     """Nonlinear Hebbian PCA (Sanger's generalised Hebbian algorithm with ``f``):
 
         ``Δw_i = ⟨f(y_i) (x − Σ_{j≤i} f(y_j) w_j)⟩``,   matrix form ``(f(Y)ᵀX − tril(f(Y)ᵀf(Y)) W) / M``.
@@ -187,7 +217,9 @@ def hpca(x: Tensor, weight: Tensor, fy: Tensor, **geometry) -> Tensor:
     the units converge to the top-K principal components, in order. ``fy`` is ``f(y)``.
     """
     _check_pair(x, weight, fy)
-    return _update(x, weight, fy, _hpca_decay(fy, weight), geometry)
+    if weight.dim() == 2 and not _gram_is_cheaper(*fy.shape, weight.shape[1]):
+        return _hpca_blocked(x, fy, weight).mul_(scale / fy.shape[0])
+    return _update(x, weight, fy, _hpca_decay(fy, weight), geometry, scale)
 
 
 # ----------------------------------------------------------------------------------- loss forms
@@ -200,13 +232,13 @@ def hebb_loss(y: Tensor, weight: Tensor) -> Tensor:
 
 def instar_loss(y: Tensor, weight: Tensor, r: Tensor) -> Tensor:
     """``L = −⟨r · y⟩ + ½ Σ_i (Σ_n r_ni) ‖w_i‖²`` (as ``w·w̄``): ``−∇_W L = ⟨r (x − w)⟩`` (instar)."""
-    return _loss(y, weight, r, _unit_decay(weight.detach(), as_rows(r.detach()).sum(0)))
+    return _loss(y, weight, r, _unit_decay(weight.detach(), _unit_sums(r.detach())))
 
 
 def oja_loss(y: Tensor, weight: Tensor) -> Tensor:
     """``L = −⟨ȳ · y⟩ + Σ_i (Σ_n ȳ_ni²) w_i·w̄_i``: ``−∇_W L = ⟨y (x − y w)⟩`` (Oja)."""
     post = y.detach()
-    return _loss(y, weight, post, _unit_decay(weight.detach(), as_rows(post).square().sum(0)))
+    return _loss(y, weight, post, _unit_decay(weight.detach(), _unit_sums(post.square())))
 
 
 def hpca_loss(y: Tensor, weight: Tensor, fy: Tensor) -> Tensor:
@@ -262,8 +294,8 @@ def apply_update(weight: Tensor, delta: Tensor, lr: float) -> None:
 class Hebb:
     """Plain Hebb, ``Δw_i = ⟨y_i x⟩``."""
 
-    def update(self, x: Tensor, weight: Tensor, y: Tensor, **geometry) -> Tensor:
-        return hebb(x, weight, y, **geometry)
+    def update(self, x: Tensor, weight: Tensor, y: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
+        return hebb(x, weight, y, scale=scale, **geometry)
 
     def loss(self, y: Tensor, weight: Tensor) -> Tensor:
         return hebb_loss(y, weight)
@@ -273,8 +305,8 @@ class Hebb:
 class Oja:
     """Oja's rule, ``Δw_i = ⟨y_i (x − y_i w_i)⟩``."""
 
-    def update(self, x: Tensor, weight: Tensor, y: Tensor, **geometry) -> Tensor:
-        return oja(x, weight, y, **geometry)
+    def update(self, x: Tensor, weight: Tensor, y: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
+        return oja(x, weight, y, scale=scale, **geometry)
 
     def loss(self, y: Tensor, weight: Tensor) -> Tensor:
         return oja_loss(y, weight)
@@ -306,8 +338,8 @@ class Competitive:
             return kwta(y, self.k)
         return wta(y) if self.competition == "wta" else y
 
-    def update(self, x: Tensor, weight: Tensor, y: Tensor, **geometry) -> Tensor:
-        return instar(x, weight, self.responsibilities(y), **geometry)
+    def update(self, x: Tensor, weight: Tensor, y: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
+        return instar(x, weight, self.responsibilities(y), scale=scale, **geometry)
 
     def loss(self, y: Tensor, weight: Tensor) -> Tensor:
         return instar_loss(y, weight, self.responsibilities(y.detach()))
@@ -323,8 +355,8 @@ class HPCA:
         if self.f not in NONLINEARITIES:
             raise ValueError(f"f must be one of {sorted(NONLINEARITIES)}, got {self.f!r}")
 
-    def update(self, x: Tensor, weight: Tensor, y: Tensor, **geometry) -> Tensor:
-        return hpca(x, weight, NONLINEARITIES[self.f](y), **geometry)
+    def update(self, x: Tensor, weight: Tensor, y: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
+        return hpca(x, weight, NONLINEARITIES[self.f](y), scale=scale, **geometry)
 
     def loss(self, y: Tensor, weight: Tensor) -> Tensor:
         return hpca_loss(y, weight, NONLINEARITIES[self.f](y.detach()))

@@ -125,13 +125,16 @@ def test_conv_dilation_matches_unfold():
     torch.testing.assert_close(rules.hebb(x, weight, y, dilation=2, padding=1), expected.view_as(weight))
 
 
-def test_hpca_block_route_equals_gram_route():
-    """Few samples, many units: the blocked running reconstruction equals tril(FᵀF)W."""
+def test_hpca_blocked_route_equals_matrix_form():
+    """Few samples, many units (the blocked running-reconstruction route): update and loss still exact."""
     gen = torch.Generator().manual_seed(5)
-    fy = torch.randn(4, 300, generator=gen, dtype=DOUBLE)
-    weight = torch.randn(300, 50, generator=gen, dtype=DOUBLE)
-    expected = torch.tril(fy.T @ fy) @ weight
-    torch.testing.assert_close(rules._hpca_decay(fy, weight, block=64), expected)
+    x = torch.randn(4, 50, generator=gen, dtype=DOUBLE)
+    weight = torch.randn(300, 50, generator=gen, dtype=DOUBLE) / 7
+    assert not rules._gram_is_cheaper(4, 300, 50)
+    fy = torch.relu(x @ weight.T)
+    expected = (fy.T @ x - torch.tril(fy.T @ fy) @ weight) / 4
+    torch.testing.assert_close(rules.hpca(x, weight, fy), expected)
+    torch.testing.assert_close(_gradient_of_loss(HPCA("relu"), x, weight), -expected)
 
 
 # ------------------------------------------------------------------------------------------ convergence
@@ -287,3 +290,12 @@ def test_non_finite_input_is_rejected(bad):
 def test_unknown_rule_name_is_rejected():
     with pytest.raises(ValueError, match="rule must be one of hebb, oja"):
         rules.make_rule("backprop")
+
+
+@pytest.mark.parametrize("rule", RULES, ids=IDS)
+def test_scale_multiplies_the_update(rule):
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(5, 3, 7, 7, generator=gen, dtype=DOUBLE)
+    weight = torch.randn(4, 3, 3, 3, generator=gen, dtype=DOUBLE)
+    y = rules.responses(x, weight)
+    torch.testing.assert_close(rule.update(x, weight, y, scale=-2.5), -2.5 * rule.update(x, weight, y))
