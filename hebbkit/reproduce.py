@@ -1,0 +1,467 @@
+"""Reproduce Lagani's Table 1: pre-train, fine-tune on s % of the labels, evaluate, tabulate, plot.
+
+``run_experiment`` loops over seeds × methods × layers × regimes. Pre-trained weights are cached per
+(method, seed, settings hash); every finished (method, regime, layer, seed) is appended atomically to
+``results.jsonl`` in the output folder, and a re-run skips what is there, so an interrupted run resumes.
+``table1`` turns the records into Table 1's layout (mean ± 95 % CI over seeds, Student t) beside the
+paper's values; ``heatmap`` and ``convergence_plot`` draw the figures. ``hebbkit reproduce`` does it all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+from . import lagani
+from .data import CIFAR10, NUM_TRAIN, NUM_VAL, ImageSet, check_percent, labelled_subset, load_cifar10
+from .lagani import FinetuneConfig, PretrainConfig, check_layer, check_method
+from .paper import paper_table1
+from .utils import append_record, atomic_path, read_records, resolve_device, write_text_atomic
+
+RESULTS_FILE = "results.jsonl"
+CONVERGENCE_FILE = "convergence.csv"
+DEFAULT_CACHE = Path.home() / ".cache" / "hebbkit" / "weights"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One experiment's settings: what to run (methods × regimes × layers × seeds) and how."""
+
+    name: str
+    methods: tuple[str, ...]
+    regimes: tuple[float, ...]
+    layers: tuple[int, ...]
+    seeds: int
+    pretrain: PretrainConfig
+    finetune: FinetuneConfig
+    width: float = 1.0
+    probe_regime: float = 10.0  # labelled subset of the Hebbian-convergence probe (a frozen linear head)
+    probe_val: int = 2000  # validation images of that probe (0 = no Hebbian convergence data)
+
+    def __post_init__(self) -> None:
+        for method in self.methods:
+            check_method(method)
+        for regime in self.regimes:
+            check_percent(regime)
+        for layer in self.layers:
+            check_layer(layer)
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"seeds must be an integer >= 1, got {self.seeds!r}")
+        if not (self.methods and self.regimes and self.layers):
+            raise ValueError("methods, regimes and layers must each name at least one entry")
+
+
+PRESETS: dict[str, Preset] = {
+    # seconds, for tests and demos (synthetic data, narrow network)
+    "smoke": Preset(
+        "smoke", ("hpca", "softwta", "vae"), (10.0, 50.0), (1, 3), 1,
+        PretrainConfig(epochs=1, batch_size=32, vae_epochs=1),
+        FinetuneConfig(epochs=2, batch_size=32, decay_from=1, frozen=True),
+        width=0.125, probe_regime=50.0, probe_val=40,
+    ),
+    # a CPU-sized reproduction: 1 seed, frozen features, part of the images for pre-training
+    "quick": Preset(
+        "quick", ("hpca", "softwta", "vae"), (1.0, 5.0, 10.0), (1, 2, 3, 4, 5), 1,
+        PretrainConfig(epochs=1, num_images=10_000, vae_epochs=1),
+        FinetuneConfig(epochs=10, decay_from=5, frozen=True),
+        probe_regime=10.0, probe_val=2000,
+    ),
+    # the paper's protocol: all images, end-to-end fine-tuning, 5 seeds (GPU-sized)
+    "paper": Preset(
+        "paper", ("hpca", "softwta", "vae"), (1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 25.0, 100.0), (1, 2, 3, 4, 5), 5,
+        PretrainConfig(epochs=2, vae_epochs=20, checkpoints_per_epoch=4),
+        FinetuneConfig(),
+    ),
+}
+
+
+def get_preset(preset: str | Preset) -> Preset:
+    """A preset by name (``smoke``, ``quick``, ``paper``), or the given one."""
+    if isinstance(preset, Preset):
+        return preset
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    return PRESETS[preset]
+
+
+def settings_hash(*parts) -> str:
+    """A short stable hash of dataclasses / JSON-able values."""
+    plain = [asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts]
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def split(data: CIFAR10) -> tuple[ImageSet, ImageSet]:
+    """Training and validation images: the protocol's 40,000 / 10,000 for CIFAR-10's 50,000; for other
+    sizes (synthetic data) the last 20 % validate."""
+    if len(data.train) == NUM_TRAIN + NUM_VAL:
+        return data.protocol_split()
+    cut = len(data.train) - max(1, len(data.train) // 5)
+    return data.train.subset(slice(0, cut)), data.train.subset(slice(cut, None))
+
+
+def _fingerprint(images: ImageSet) -> str:
+    digest = hashlib.sha256(images.images[:: max(1, len(images) // 64)].numpy().tobytes())
+    digest.update(images.labels.numpy().tobytes())
+    return f"{len(images)}-{digest.hexdigest()[:12]}"
+
+
+# ------------------------------------------------------------------------------------ experiment
+
+
+def pretrained(
+    method: str,
+    train: ImageSet,
+    preset: Preset,
+    seed: int,
+    *,
+    cache: Path | None,
+    device: torch.device,
+    progress: bool | None,
+    probe: tuple[ImageSet, ImageSet] | None = None,
+) -> tuple[lagani.LaganiNet, list[dict]]:
+    """The pre-trained network of (method, seed) and its Hebbian convergence rows, from ``cache`` if there."""
+    key = settings_hash(method, seed, preset.pretrain, preset.width, _fingerprint(train),
+                        None if probe is None else [_fingerprint(p) for p in probe])
+    path = None if cache is None else Path(cache) / f"{method}-seed{seed}-{key}.pt"
+    net = lagani.LaganiNet(width=preset.width)
+    if path is not None and path.exists():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        net.load_state_dict(saved["state"])
+        return net.to(device).eval(), saved["convergence"]
+    rows: list[dict] = []
+    checkpoint = None
+    if probe is not None and method in lagani.HEBBIAN_METHODS:
+        checkpoint = _probe_checkpoint(method, seed, probe, preset, device, rows)
+    start = time.perf_counter()
+    net = lagani.pretrain(method, train, preset.pretrain, seed=seed, width=preset.width, device=device,
+                          progress=progress, checkpoint=checkpoint)
+    seconds = time.perf_counter() - start
+    for row in rows:
+        row["pretrain_seconds"] = seconds
+    if path is not None:
+        with atomic_path(path) as temp:
+            torch.save({"state": net.state_dict(), "convergence": rows}, temp)
+    return net, rows
+
+
+def _probe_checkpoint(method, seed, probe, preset, device, rows):
+    labelled, val = probe
+    config = replace(preset.finetune, frozen=True)
+
+    def checkpoint(net: lagani.LaganiNet, layer: int, epochs: float) -> None:
+        (_, train_x), = lagani.layer_features(net, labelled, (layer,), device=device)
+        (_, val_x), = lagani.layer_features(net, val, (layer,), device=device)
+        head, _ = lagani.train_head(train_x, labelled.labels, config, seed=seed, device=device, progress=False)
+        rows.append({"curve": "hebbian", "method": method, "seed": seed, "layer": layer, "epoch": epochs,
+                     "regime": preset.probe_regime, "val_accuracy": lagani.accuracy(head, val_x, val.labels,
+                                                                                   device=device)})
+
+    return checkpoint
+
+
+def run_experiment(
+    preset: str | Preset = "quick",
+    *,
+    data: CIFAR10 | str | Path | None = None,
+    methods: tuple[str, ...] | None = None,
+    regimes: tuple[float, ...] | None = None,
+    layers: tuple[int, ...] | None = None,
+    seeds: int | None = None,
+    out: str | Path | None = None,
+    cache: str | Path | None = DEFAULT_CACHE,
+    device: str | torch.device = "auto",
+    progress: bool | None = None,
+) -> pd.DataFrame:
+    """Run (or resume) an experiment and return one row per (method, regime, layer, seed).
+
+    ``data``: a :class:`CIFAR10`, or a path for :func:`load_cifar10` (``None``: ``$HEBBKIT_DATA`` or
+    torchvision). ``methods``/``regimes``/``layers``/``seeds`` override the preset's. With ``out``, records
+    are appended to ``out/results.jsonl`` (finished ones are skipped on a re-run) and Hebbian-convergence
+    rows to ``out/convergence.csv``; ``cache=None`` disables the weight cache.
+    """
+    base = get_preset(preset)
+    chosen = replace(
+        base,
+        methods=tuple(methods) if methods else base.methods,
+        regimes=tuple(float(check_percent(r)) for r in regimes) if regimes else base.regimes,
+        layers=tuple(layers) if layers else base.layers,
+        seeds=base.seeds if seeds is None else seeds,
+    )
+    device = resolve_device(device)
+    data = data if isinstance(data, CIFAR10) else load_cifar10(data)
+    train, val = split(data)
+    records_path = None if out is None else Path(out) / RESULTS_FILE
+    finetune_key = settings_hash(chosen.finetune, chosen.pretrain, chosen.width, _fingerprint(train))
+    done = {_key(r) for r in read_records(records_path) if r.get("settings") == finetune_key} if records_path else set()
+    records: list[dict] = []
+    convergence: list[dict] = []
+    for seed in range(chosen.seeds):
+        subsets = {regime: labelled_subset(train.labels, regime, seed) for regime in chosen.regimes}
+        for method in chosen.methods:
+            todo = [(regime, layer) for layer in chosen.layers for regime in chosen.regimes
+                    if (method, regime, layer, seed) not in done]
+            if not todo:
+                continue
+            probe = None
+            if chosen.probe_val:
+                probe = (train.subset(labelled_subset(train.labels, chosen.probe_regime, seed)),
+                         val.subset(slice(0, chosen.probe_val)))
+            net, rows = pretrained(method, train, chosen, seed, cache=None if cache is None else Path(cache),
+                                   device=device, progress=progress, probe=probe)
+            convergence += rows
+            for record in _finetune_all(net, method, seed, todo, train, val, data.test, subsets, chosen, device,
+                                        progress):
+                record["settings"], record["preset"] = finetune_key, chosen.name
+                records.append(record)
+                if records_path is not None:
+                    append_record(records_path, record)
+    if out is not None and convergence:
+        _merge_convergence(Path(out) / CONVERGENCE_FILE, pd.DataFrame(convergence))
+    if records_path is not None:
+        wanted = {(m, r, l, s) for m in chosen.methods for r in chosen.regimes for l in chosen.layers
+                  for s in range(chosen.seeds)}
+        records = [r for r in read_records(records_path) if r.get("settings") == finetune_key and _key(r) in wanted]
+    return pd.DataFrame(records)
+
+
+def _key(record: dict) -> tuple:
+    return (record["method"], float(record["regime"]), int(record["layer"]), int(record["seed"]))
+
+
+def _finetune_all(net, method, seed, todo, train, val, test, subsets, preset, device, progress):
+    """Yield one record per (regime, layer) in ``todo``."""
+    config = preset.finetune
+    frozen = method == "random" or (config.frozen and method != "supervised")
+    config = replace(config, frozen=frozen)
+    if frozen:  # features once per layer, shared by every regime (the subsets are nested)
+        largest = max(regime for regime, _ in todo)
+        union = subsets[largest]
+        layers = tuple(sorted({layer for _, layer in todo}))
+        sets = {"val": val, "labelled": train.subset(union)} | ({"test": test} if test is not None else {})
+        streams = {name: lagani.layer_features(net, images, layers, device=device) for name, images in sets.items()}
+        for layer in layers:
+            feats = {name: next(stream)[1] for name, stream in streams.items()}
+            for regime in sorted(r for r, l in todo if l == layer):
+                position = torch.searchsorted(union, subsets[regime])
+                start = time.perf_counter()
+                head, history = lagani.train_head(
+                    feats["labelled"][position], train.labels[subsets[regime]], config, seed=seed,
+                    val=(feats["val"], val.labels), device=device, progress=progress)
+                record = _record(method, regime, layer, seed, len(position), history, start)
+                record["val_accuracy"] = history[-1]["val_accuracy"]
+                if test is not None:
+                    record.update(_test_accuracies(lambda idx: lagani.accuracy(
+                        head, feats["test"][idx], test.labels[idx], device=device), test))
+                yield record
+        return
+    for regime, layer in todo:
+        start = time.perf_counter()
+        classifier, history = lagani.finetune(net, layer, train.subset(subsets[regime]), config, seed=seed, val=val,
+                                              device=device, progress=progress)
+        record = _record(method, regime, layer, seed, len(subsets[regime]), history, start)
+        record["val_accuracy"] = history[-1]["val_accuracy"]
+        if test is not None:
+            record.update(_test_accuracies(
+                lambda idx: lagani.evaluate(classifier, test.subset(idx), device=device), test))
+        yield record
+
+
+def _record(method, regime, layer, seed, num_labelled, history, start) -> dict:
+    return {"method": method, "regime": float(regime), "layer": int(layer), "seed": int(seed),
+            "num_labelled": int(num_labelled), "history": history, "seconds": time.perf_counter() - start}
+
+
+def _test_accuracies(score, test: ImageSet) -> dict:
+    """Accuracy on the whole test set and on its pixel-exact images (where marked)."""
+    result = {"test_accuracy": score(torch.arange(len(test)))}
+    if test.exact is not None and bool(test.exact.any()):
+        result["test_exact_accuracy"] = score(test.exact.nonzero().flatten())
+    return result
+
+
+def _merge_convergence(path: Path, new: pd.DataFrame) -> None:
+    old = pd.read_csv(path) if path.exists() else pd.DataFrame()
+    merged = pd.concat([old, new]).drop_duplicates(["curve", "method", "seed", "layer", "epoch"], keep="last")
+    with atomic_path(path) as temp:
+        merged.to_csv(temp, index=False)
+
+
+# ----------------------------------------------------------------------------------------- tables
+
+
+def confidence_interval(values) -> tuple[float, float]:
+    """Mean and 95 % confidence half-width (Student t over the values; NaN for one value)."""
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, float("nan")
+    return mean, float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+
+
+def table1(results: pd.DataFrame, metric: str = "val_accuracy") -> pd.DataFrame:
+    """Table 1's layout: rows (regime, method), columns (L1..L5) × (mean, ci95, n, paper, paper_ci95)."""
+    if results.empty:
+        raise ValueError("no results to tabulate")
+    groups = results.groupby(["regime", "method", "layer"])[metric]
+    cells = groups.apply(lambda v: pd.Series(confidence_interval(v), index=["mean", "ci95"])).unstack()
+    cells["n"] = groups.size()
+    paper = paper_table1().rename(columns={"paper_mean": "paper"})
+    cells = cells.reset_index().merge(paper, on=["regime", "method", "layer"], how="left")
+    cells["layer"] = "L" + cells["layer"].astype(str)
+    wide = cells.pivot(index=["regime", "method"], columns="layer", values=["mean", "ci95", "n", "paper", "paper_ci95"])
+    wide = wide.swaplevel(0, 1, axis=1).sort_index(axis=1, level=0, sort_remaining=False)
+    order = ["mean", "ci95", "n", "paper", "paper_ci95"]
+    wide = wide.reindex(columns=pd.MultiIndex.from_product([sorted(cells["layer"].unique()), order]))
+    methods = [m for m in lagani.METHODS if m in wide.index.get_level_values("method")]
+    return wide.reindex(sorted(wide.index, key=lambda i: (i[0], methods.index(i[1]))))
+
+
+def format_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Cells as text: ``ours ± ci (paper p ± c)``."""
+    def cell(row, layer):
+        mean, ci, paper, paper_ci = (row[(layer, k)] for k in ("mean", "ci95", "paper", "paper_ci95"))
+        if pd.isna(mean):
+            return ""
+        text = f"{mean:.2f}" + ("" if pd.isna(ci) else f" ± {ci:.2f}")
+        return text + ("" if pd.isna(paper) else f" (paper {paper:.2f} ± {paper_ci:.2f})")
+
+    layers = list(dict.fromkeys(table.columns.get_level_values(0)))
+    text = pd.DataFrame({layer: [cell(row, layer) for _, row in table.iterrows()] for layer in layers}, index=table.index)
+    text.index = [f"{r:g}% {lagani.DISPLAY_NAMES[m]}" for r, m in table.index]
+    return text
+
+
+def to_markdown(text: pd.DataFrame) -> str:
+    """A GitHub Markdown table of a text DataFrame (index as the first column)."""
+    header = ["", *map(str, text.columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join([str(i), *map(str, row)]) + " |" for i, row in zip(text.index, text.values)]
+    return "\n".join(lines) + "\n"
+
+
+def heatmap(table: pd.DataFrame, ax=None):
+    """Seaborn heatmap of the mean accuracies (rows regime × method, columns layers); returns the axes."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    means = table.xs("mean", axis=1, level=1)
+    means.index = [f"{r:g}% {lagani.DISPLAY_NAMES[m]}" for r, m in means.index]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.2 * len(means.columns) + 2.5, 0.42 * len(means) + 1.2))
+    sns.heatmap(means, annot=True, fmt=".1f", cmap="viridis", cbar_kws={"label": "accuracy (%)"}, ax=ax)
+    ax.set_xlabel("classifier on layer")
+    ax.set_ylabel("")
+    ax.set_title("CIFAR-10 validation accuracy")
+    return ax
+
+
+def convergence_data(results: pd.DataFrame, hebbian: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Long table of accuracy against epochs: ``curve`` is ``sgd`` (per fine-tuning epoch, from the
+    records' histories) or ``hebbian`` (probe accuracy per Hebbian epoch of each block)."""
+    rows = [
+        {"curve": "sgd", "method": r["method"], "seed": r["seed"], "layer": r["layer"], "regime": r["regime"],
+         "epoch": h["epoch"], "val_accuracy": h["val_accuracy"]}
+        for r in results.to_dict("records") for h in r["history"] if "val_accuracy" in h
+    ]
+    frames = [pd.DataFrame(rows)] + ([] if hebbian is None or hebbian.empty else [hebbian])
+    return pd.concat(frames, ignore_index=True)
+
+
+def convergence_plot(data: pd.DataFrame, axes=None):
+    """Two panels: accuracy against Hebbian epochs (per block) and against SGD epochs; returns the axes."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 4))
+    data = data.assign(method=data["method"].map(lagani.DISPLAY_NAMES), layer="L" + data["layer"].astype(str))
+    hebbian, sgd = data[data["curve"] == "hebbian"], data[data["curve"] == "sgd"]
+    if not hebbian.empty:
+        sns.lineplot(hebbian, x="epoch", y="val_accuracy", hue="layer", style="method", marker="o", ax=axes[0])
+    axes[0].set(title="Hebbian pre-training (frozen linear probe)", xlabel="Hebbian epochs of the block",
+                ylabel="validation accuracy (%)")
+    if not sgd.empty:
+        regime = sgd["regime"].max()
+        sns.lineplot(sgd[sgd["regime"] == regime], x="epoch", y="val_accuracy", hue="layer", style="method",
+                     ax=axes[1])
+        axes[1].set(title=f"Supervised fine-tuning ({regime:g}% labels)")
+    axes[1].set(xlabel="SGD epochs", ylabel="validation accuracy (%)")
+    return axes
+
+
+def write_outputs(results: pd.DataFrame, out: str | Path, figures: str | Path | None = None) -> pd.DataFrame:
+    """Write table1.csv/.md, convergence data and the two figures; return Table 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    figures = out if figures is None else Path(figures)
+    figures.mkdir(parents=True, exist_ok=True)
+    table = table1(results)
+    with atomic_path(out / "table1.csv") as temp:
+        table.to_csv(temp)
+    write_text_atomic(out / "table1.md", to_markdown(format_table(table)))
+    hebbian_path = out / CONVERGENCE_FILE
+    hebbian = pd.read_csv(hebbian_path) if hebbian_path.exists() else None
+    curves = convergence_data(results, hebbian)
+    with atomic_path(out / "convergence_all.csv") as temp:
+        curves.to_csv(temp, index=False)
+    for name, draw in (("table1_heatmap.png", lambda: heatmap(table).figure),
+                       ("convergence.png", lambda: convergence_plot(curves)[0].figure)):
+        figure = draw()
+        figure.tight_layout()
+        with atomic_path(figures / name) as temp:
+            figure.savefig(temp, dpi=80, format="png")
+        plt.close(figure)
+    return table
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def add_parser(commands) -> None:
+    """Add ``hebbkit reproduce`` to the CLI's subcommands."""
+    parser = commands.add_parser("reproduce", help="reproduce Lagani's Table 1 (Hebbian semi-supervised CIFAR-10)")
+    parser.add_argument("--preset", default="quick", help="smoke, quick (CPU, ~30 min) or paper (default: quick)")
+    parser.add_argument("--methods", nargs="+", help=f"any of {', '.join(lagani.METHODS)}")
+    parser.add_argument("--regimes", nargs="+", type=float, help="labelled percentages in (0, 100]")
+    parser.add_argument("--layers", nargs="+", type=int, help="layers in 1..5")
+    parser.add_argument("--seeds", type=int, help="number of seeds (>= 1)")
+    parser.add_argument("--data", help="CIFAR-10 npz file or folder (default: $HEBBKIT_DATA, else torchvision)")
+    parser.add_argument("--out", default=None, help="output folder (default: results/PRESET)")
+    parser.add_argument("--figures", default=None, help="folder for the figures (default: the output folder)")
+    parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="pre-trained weight cache ('none' disables)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    preset = get_preset(args.preset)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    out = Path(args.out or Path("results") / preset.name)
+    start = time.perf_counter()
+    results = run_experiment(
+        preset, data=args.data, methods=args.methods, regimes=args.regimes, layers=args.layers, seeds=args.seeds,
+        out=out, cache=None if args.cache == "none" else args.cache, device=args.device,
+        progress=False if args.no_progress else None,
+    )
+    table = write_outputs(results, out, args.figures)
+    print(to_markdown(format_table(table)))
+    print(f"{len(results)} results in {out} ({time.perf_counter() - start:.0f} s)")
+    return 0
