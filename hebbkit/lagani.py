@@ -575,6 +575,7 @@ def finetune(
     """
     check_layer(layer)
     device = resolve_device(device)
+    generator = seed_everything(seed)
     classifier = Classifier(net, layer, config.dropout).to(device)
     if config.frozen:
         features = next(layer_features(net, labelled, (layer,), device=device))[1]
@@ -583,7 +584,6 @@ def finetune(
                                    progress=progress)
         classifier.head.load_state_dict(head.state_dict())
         return classifier.eval(), history
-    generator = seed_everything(seed)
     evaluate_epoch = None if val is None else (lambda model: evaluate(model, val, device=device))
     history = _train(classifier, labelled, labelled.labels, config, generator, device, evaluate_epoch, progress,
                      f"fine-tune L{layer}")
