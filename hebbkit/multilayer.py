@@ -1,0 +1,318 @@
+"""The ``layers`` experiment: what each layer of Miconi's Hebbian CNN learns, with and without interventions.
+
+For each intervention: fit the whole-image ZCA once, train the network on unlabelled images, calibrate
+the thresholds of an untrained copy (same initial weights and masks: the random-weights baseline), then per
+layer fit a ridge readout on training images and score it on held-out images (the last training images,
+never used to fit), and measure response sparsity and the pixel-space pictures of the units.
+
+``hebbkit layers --preset quick --intervention all --data PATH --out DIR`` writes ``layers.csv``,
+``layers.md``, ``run.json`` and filter grids ``layers_<intervention>_layer<l>.png`` (layer 1: the filters;
+layers 2 and 3: mean top-activating image patches) and ``layers_decoding.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from . import probe
+from .data import CIFAR10, ImageSet, load_cifar10
+from .miconi import (
+    INTERVENTIONS,
+    MICONI_LAYERS,
+    RULES,
+    LayerSpec,
+    MiconiNet,
+    NetConfig,
+    TrainConfig,
+    check_intervention,
+    check_keep,
+    train_network,
+    with_intervention,
+)
+from .utils import atomic_path, resolve_device, seed_everything, write_text_atomic
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes of one run: Hebbian images and epochs, readout fitting / scored images, ZCA images, threshold
+    calibration images for the random baseline, probe images for pictures and sparsity, top patches."""
+
+    name: str
+    hebbian_images: int
+    epochs: int
+    fit_images: int
+    score_images: int
+    zca_images: int
+    calibration_images: int
+    probe_images: int
+    n_top: int
+    warmup_batches: int
+    batch_size: int = 100
+
+
+PRESETS = {
+    "smoke": Preset("smoke", 500, 1, 500, 250, 500, 300, 200, 10, 2),
+    "quick": Preset("quick", 10_000, 1, 8_000, 4_000, 4_000, 2_000, 1_000, 50, 20),
+    "full": Preset("full", 40_000, 20, 40_000, 10_000, 10_000, 10_000, 2_000, 100, 200),
+}
+
+
+def check_preset(name: str | Preset) -> Preset:
+    """The preset called ``name`` (a ``Preset`` passes through)."""
+    if isinstance(name, Preset):
+        return name
+    if name not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {name!r}")
+    return PRESETS[name]
+
+
+def split_images(train: ImageSet, preset: Preset) -> tuple[ImageSet, ImageSet, ImageSet]:
+    """(hebbian, fit, score): Hebbian and readout-fitting images from the front of the training set, scored
+    images from its back (for CIFAR-10's 50,000: the protocol's validation split). Fit ∩ score = ∅."""
+    need_front = max(preset.hebbian_images, preset.fit_images, preset.zca_images)
+    if need_front + preset.score_images > len(train):
+        raise ValueError(
+            f"preset {preset.name!r} needs {need_front} + {preset.score_images} training images, got {len(train)}"
+        )
+    score = train.subset(slice(len(train) - preset.score_images, None))
+    return train.subset(slice(0, preset.hebbian_images)), train.subset(slice(0, preset.fit_images)), score
+
+
+def _image_stats(net: MiconiNet, probe_images: torch.Tensor, n_top: int) -> tuple[list[dict], list[torch.Tensor]]:
+    pictures = probe.top_patch_pictures(net, probe_images, n_top)
+    sparsity = probe.response_sparsity(net, probe_images)
+    stats = []
+    for layer_sparsity, layer_pictures in zip(sparsity, pictures):
+        feature = {key: float(value.mean()) for key, value in probe.picture_stats(layer_pictures).items()}
+        stats.append({**layer_sparsity, **feature})
+    return stats, pictures
+
+
+def run_intervention(
+    data: CIFAR10,
+    intervention: str,
+    preset: Preset,
+    base: NetConfig = NetConfig(),
+    keep: float = 0.01,
+    seed: int = 0,
+    device: str = "auto",
+    zca: torch.Tensor | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train, calibrate the random baseline, decode and measure one intervention.
+
+    Returns ``{"rows": [per-layer dicts], "net": trained, "random": baseline, "pictures": per layer,
+    "history": firing-rate deviations per batch, "train_seconds": float}``.
+    """
+    config = with_intervention(base, intervention, keep)
+    hebbian, fit, score = split_images(data.train, preset)
+    device = resolve_device(device)
+    seed_everything(seed)
+    nets = {name: MiconiNet(config, seed=seed).to(device) for name in ("hebbian", "random")}
+    for net in nets.values():
+        if zca is None:
+            net.fit_zca(hebbian.images[: preset.zca_images].float().div(255))
+            zca = net.zca
+        net.zca = zca.to(device)
+    train = TrainConfig(preset.epochs, preset.batch_size, preset.warmup_batches, seed=seed)
+    start = time.perf_counter()
+    history = train_network(nets["hebbian"], hebbian.images, train, progress=progress)
+    train_seconds = time.perf_counter() - start
+    calibration = replace(train, epochs=1)
+    train_network(nets["random"], hebbian.images[: preset.calibration_images], calibration, plastic=False, progress=progress)
+
+    decoded, stats, pictures = {}, {}, {}
+    for name, net in nets.items():
+        fit_x = probe.layer_features(net, fit.images)
+        score_x = probe.layer_features(net, score.images)
+        decoded[name] = probe.decode_layers(fit_x, fit.labels, score_x, score.labels, seed=seed)
+        stats[name], pictures[name] = _image_stats(net, score.images[: preset.probe_images], preset.n_top)
+
+    rows = []
+    fields = probe.receptive_fields(nets["hebbian"])
+    for index, layer in enumerate(nets["hebbian"].layers):
+        rows.append(
+            {
+                "preset": preset.name,
+                "rule": config.rule,
+                "intervention": intervention,
+                "layer": index + 1,
+                "channels": layer.spec.channels,
+                "keep": layer.spec.keep,
+                "rf_size": fields[index][0],
+                "accuracy": decoded["hebbian"][index]["accuracy"],
+                "random_accuracy": decoded["random"][index]["accuracy"],
+                "fit_accuracy": decoded["hebbian"][index]["fit_accuracy"],
+                "population_sparsity": stats["hebbian"][index]["population"],
+                "lifetime_sparsity": stats["hebbian"][index]["lifetime"],
+                "silent_units": stats["hebbian"][index]["silent_units"],
+                "feature_extent": stats["hebbian"][index]["extent"],
+                "feature_frequency": stats["hebbian"][index]["frequency"],
+                "feature_sparseness": stats["hebbian"][index]["sparseness"],
+                "random_feature_extent": stats["random"][index]["extent"],
+                "random_feature_frequency": stats["random"][index]["frequency"],
+                "hebbian_images": len(hebbian) * preset.epochs,
+                "fit_images": len(fit),
+                "score_images": len(score),
+                "train_seconds": round(train_seconds, 1),
+            }
+        )
+    return {
+        "rows": rows,
+        "net": nets["hebbian"],
+        "random": nets["random"],
+        "pictures": pictures["hebbian"],
+        "history": history,
+        "train_seconds": train_seconds,
+    }
+
+
+# --------------------------------------------------------------------------------------------- output
+
+TABLE_COLUMNS = {
+    "intervention": "intervention",
+    "layer": "layer",
+    "accuracy": "accuracy",
+    "random_accuracy": "random weights",
+    "population_sparsity": "population sparsity",
+    "lifetime_sparsity": "lifetime sparsity",
+    "feature_extent": "feature extent (px)",
+    "feature_frequency": "feature frequency (c/px)",
+    "feature_sparseness": "feature sparseness",
+}
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """The per-layer table as GitHub Markdown (accuracies in %, three decimals elsewhere)."""
+    shown = table[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS)
+    lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
+    for _, row in shown.iterrows():
+        cells = []
+        for column, value in row.items():
+            if column in ("accuracy", "random weights"):
+                cells.append(f"{100 * value:.1f} %")
+            elif isinstance(value, float):
+                cells.append(f"{value:.3f}")
+            else:
+                cells.append(str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def save_decoding_plot(table: pd.DataFrame, path: str | Path) -> None:
+    """Held-out accuracy against layer, one line per intervention, random baseline dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(4.5, 3.2), dpi=100)
+    for index, (name, part) in enumerate(table.groupby("intervention", sort=False)):
+        colour = f"C{index}"
+        axis.plot(part["layer"], 100 * part["accuracy"], "o-", color=colour, label=name)
+        axis.plot(part["layer"], 100 * part["random_accuracy"], "x--", color=colour, alpha=0.5)
+    axis.set(xlabel="layer", ylabel="held-out accuracy (%)", xticks=sorted(table["layer"].unique()))
+    axis.set_title("ridge readout per layer (dashed: random weights)", fontsize=9)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    with atomic_path(path) as temp:
+        figure.savefig(temp, format="png")
+    plt.close(figure)
+
+
+def run_layers(
+    data: CIFAR10,
+    preset: str | Preset = "quick",
+    interventions: tuple[str, ...] = INTERVENTIONS,
+    rule: str = "instar",
+    k: int = 1,
+    layers: tuple[LayerSpec, ...] = MICONI_LAYERS,
+    keep: float = 0.01,
+    seed: int = 0,
+    device: str = "auto",
+    out: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """Run every intervention; return the per-layer table and each run's result (see ``run_intervention``).
+
+    ``k`` winners in every layer; ``keep``: pruning's kept fraction; ``layers``: the architecture.
+
+    With ``out``, writes ``layers.csv``, ``layers.md``, ``run.json`` and the PNG figures there (atomically).
+    """
+    spec = check_preset(preset)
+    for name in interventions:
+        check_intervention(name)
+    check_keep(keep)
+    base = NetConfig(layers=tuple(replace(layer, k=k) for layer in layers), rule=rule)
+    start = time.perf_counter()
+    results, zca = {}, None
+    for name in interventions:
+        results[name] = run_intervention(data, name, spec, base, keep, seed, device, zca, progress)
+        zca = results[name]["net"].zca
+    table = pd.DataFrame([row for result in results.values() for row in result["rows"]])
+    seconds = time.perf_counter() - start
+    if out is not None:
+        out = Path(out)
+        with atomic_path(out / "layers.csv") as temp:
+            table.to_csv(temp, index=False, float_format="%.4f")
+        write_text_atomic(out / "layers.md", markdown_table(table))
+        meta = {
+            "preset": asdict(spec),
+            "interventions": list(interventions),
+            "rule": rule,
+            "k": k,
+            "keep": keep,
+            "seed": seed,
+            "learning_rates": [layer.lr for layer in base.layers],
+            "wall_seconds": round(seconds, 1),
+            "torch_threads": torch.get_num_threads(),
+        }
+        write_text_atomic(out / "run.json", json.dumps(meta, indent=2) + "\n")
+        for name, result in results.items():
+            net = result["net"]
+            probe.save_picture_grid(probe.weight_pictures(net), out / f"layers_{name}_layer1.png")
+            for index, pictures in enumerate(result["pictures"][1:], start=2):
+                probe.save_picture_grid(pictures, out / f"layers_{name}_layer{index}.png")
+        save_decoding_plot(table, out / "layers_decoding.png")
+    return table, results
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def _run(args: argparse.Namespace) -> int:
+    interventions = INTERVENTIONS if args.intervention == "all" else (check_intervention(args.intervention),)
+    data = load_cifar10(args.data)
+    start = time.perf_counter()
+    table, _ = run_layers(
+        data, args.preset, interventions, args.rule, args.k, keep=args.keep, seed=args.seed, device=args.device, out=args.out
+    )
+    print(markdown_table(table))
+    print(f"wall time {time.perf_counter() - start:.0f} s; results in {args.out}")
+    return 0
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """Add ``hebbkit layers`` to the CLI's subcommands."""
+    parser = commands.add_parser("layers", help="Miconi's multi-layer Hebbian CNN: decoding, pictures, sparsity per layer")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="run size (default quick)")
+    parser.add_argument(
+        "--intervention",
+        default="all",
+        help=f"one of {', '.join(INTERVENTIONS)}, or all (default)",
+    )
+    parser.add_argument("--rule", choices=RULES, default="instar", help="Hebbian rule (default instar)")
+    parser.add_argument("--k", type=int, default=1, help="k-WTA winners per position in every layer (default 1)")
+    parser.add_argument("--keep", type=float, default=0.01, help="pruning: fraction of input channels kept (default 0.01)")
+    parser.add_argument("--data", default=None, help="CIFAR-10 npz file or folder (default: $HEBBKIT_DATA or torchvision)")
+    parser.add_argument("--out", default="results/layers", help="output folder (default results/layers)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.set_defaults(run=_run)
