@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import reproduce, workbook
+from . import multilayer, reproduce, workbook
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("info", help="versions and the device hebbkit would use").set_defaults(run=_info)
     workbook.add_parser(commands)
+    multilayer.add_parser(commands)
     reproduce.add_parser(commands)
     return parser
 
