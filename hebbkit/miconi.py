@@ -138,6 +138,13 @@ class TrainConfig:
 # ------------------------------------------------------------------------------------ stateless maths
 
 
+def as_float_images(images: Tensor) -> Tensor:
+    """Images (N, C, H, W) as float: uint8 is scaled to [0, 1], float passes through."""
+    if images.dim() != 4:
+        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+    return images.float().div(255) if images.dtype == torch.uint8 else images.float()
+
+
 def standardize(x: Tensor, eps: float = 1e-8) -> Tensor:
     """Per-sample standardisation over all but the first dimension (mean 0, std 1)."""
     dims = tuple(range(1, x.dim()))
@@ -280,12 +287,13 @@ class MiconiNet(nn.Module):
         self.register_buffer("zca", None)
 
     def fit_zca(self, images: Tensor) -> None:
-        """Fit the whole-image ZCA matrix on float images (N, C, H, W)."""
-        if images.dim() != 4 or images.shape[1] != self.layers[0].weight.shape[1]:
+        """Fit the whole-image ZCA matrix on images (N, C, H, W), uint8 or float."""
+        images = as_float_images(images)
+        if images.shape[1] != self.layers[0].weight.shape[1]:
             raise ValueError(
                 f"images must have shape (N, {self.layers[0].weight.shape[1]}, H, W), got {tuple(images.shape)}"
             )
-        self.zca = fit_zca(images.float(), self.config.zca_eps).to(self.layers[0].weight.device)
+        self.zca = fit_zca(images, self.config.zca_eps).to(self.layers[0].weight.device)
 
     def whiten(self, images: Tensor) -> Tensor:
         """Float images (N, C, H, W) → network input (ZCA-whitened if fitted, standardised otherwise)."""
@@ -319,8 +327,8 @@ class MiconiNet(nn.Module):
 
     @torch.no_grad()
     def states(self, images: Tensor) -> list[LayerState]:
-        """Every layer's state for float images (N, C, H, W), without learning."""
-        x, out = self.whiten(images.to(self.zca.device if self.zca is not None else images.device)), []
+        """Every layer's state for images (N, C, H, W), uint8 or float, without learning."""
+        x, out = self.whiten(as_float_images(images).to(self.layers[0].weight.device)), []
         for index in range(len(self.layers)):
             state = self.layer_step(index, x)
             out.append(state)
@@ -328,7 +336,7 @@ class MiconiNet(nn.Module):
         return out
 
     def forward(self, images: Tensor) -> list[Tensor]:
-        """Every layer's pooled output for float images (N, C, H, W)."""
+        """Every layer's pooled output for images (N, C, H, W), uint8 or float."""
         return [state.pooled for state in self.states(images)]
 
 
@@ -365,12 +373,6 @@ def learn_batch(net: MiconiNet, optimizer: torch.optim.Optimizer, images: Tensor
     return deviations
 
 
-def _float_images(images: Tensor) -> Tensor:
-    if images.dim() != 4:
-        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
-    return images.float().div(255) if images.dtype == torch.uint8 else images.float()
-
-
 def train_network(
     net: MiconiNet,
     images: Tensor,
@@ -384,7 +386,7 @@ def train_network(
     random-weights baseline, calibrated like the trained network). Returns, per batch, each layer's mean
     absolute deviation of firing rates from ``k/N``.
     """
-    images = _float_images(images)
+    images = as_float_images(images)
     if net.zca is None:
         raise RuntimeError("fit the ZCA whitening first: net.fit_zca(images)")
     device = net.zca.device

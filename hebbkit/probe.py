@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .miconi import MiconiNet, _float_images, standardize
+from .miconi import MiconiNet, as_float_images, standardize
 from .utils import atomic_path
 
 NUM_CLASSES = 10
@@ -31,7 +31,7 @@ NUM_CLASSES = 10
 
 def _batches(images: Tensor, batch_size: int):
     for start in range(0, len(images), batch_size):
-        yield start, _float_images(images[start : start + batch_size])
+        yield start, as_float_images(images[start : start + batch_size])
 
 
 def layer_features(net: MiconiNet, images: Tensor, grid: int = 2, batch_size: int = 250) -> list[Tensor]:
@@ -255,11 +255,12 @@ def response_sparsity(net: MiconiNet, images: Tensor, batch_size: int = 250) -> 
 # ------------------------------------------------------------------------------------------- figures
 
 
-def save_picture_grid(pictures: Tensor, path: str | Path, max_units: int = 100, scale: int | None = None) -> None:
-    """Save the first ``max_units`` pictures (K, C, R, R) as one PNG grid, each scaled to [0, 1] around grey."""
-    from torchvision.utils import make_grid, save_image
+def picture_grid(pictures: Tensor, max_units: int = 100, scale: int | None = None) -> Tensor:
+    """The first ``max_units`` pictures (K, C, R, R) tiled into one RGB image (3, H, W) in [0, 1], each
+    scaled around grey (0 → 0.5) by its own largest magnitude; ``plt.imshow(grid.permute(1, 2, 0))``."""
+    from torchvision.utils import make_grid
 
-    pictures = pictures[:max_units]
+    pictures = pictures[:max_units].detach().cpu().float()
     peak = pictures.flatten(1).abs().amax(1).clamp(min=1e-12).view(-1, 1, 1, 1)
     shown = 0.5 + 0.5 * pictures / peak
     if shown.shape[1] != 3:
@@ -267,7 +268,12 @@ def save_picture_grid(pictures: Tensor, path: str | Path, max_units: int = 100, 
     if scale is None:
         scale = max(1, 12 // pictures.shape[-1] + 1)
     shown = F.interpolate(shown, scale_factor=scale, mode="nearest")
-    grid = make_grid(shown, nrow=math.ceil(math.sqrt(len(shown))), padding=1, pad_value=1.0)
-    path = Path(path)
+    return make_grid(shown, nrow=math.ceil(math.sqrt(len(shown))), padding=1, pad_value=1.0)
+
+
+def save_picture_grid(pictures: Tensor, path: str | Path, max_units: int = 100, scale: int | None = None) -> None:
+    """Save ``picture_grid(pictures, max_units, scale)`` as a PNG (atomically)."""
+    from torchvision.utils import save_image
+
     with atomic_path(path) as temp:
-        save_image(grid, temp, format="png")
+        save_image(picture_grid(pictures, max_units, scale), temp, format="png")
