@@ -591,26 +591,26 @@ def finetune(
 
 
 @torch.no_grad()
+def predict(model: nn.Module, inputs: Tensor | ImageSet, batch_size: int = 256,
+            device: str | torch.device = "auto") -> Tensor:
+    """Predicted classes (on the CPU) of ``model`` for images, or for pre-computed inputs such as features."""
+    device = resolve_device(device)
+    was_training = model.training
+    model.eval()
+    if isinstance(inputs, ImageSet):
+        parts = [model(x).argmax(1).cpu() for x, _ in batches(inputs, batch_size, device)]
+    else:
+        parts = [model(inputs[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(inputs), batch_size)]
+    model.train(was_training)
+    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64)
+
+
 def accuracy(model: nn.Module, inputs: Tensor, labels: Tensor, batch_size: int = 1024,
              device: str | torch.device = "auto") -> float:
     """Top-1 accuracy (%) of ``model`` on pre-computed inputs (e.g. features for a :class:`Head`)."""
-    device = resolve_device(device)
-    was_training = model.training
-    model.eval()
-    correct = sum(
-        (model(inputs[i : i + batch_size].to(device)).argmax(1).cpu() == labels[i : i + batch_size]).sum().item()
-        for i in range(0, len(labels), batch_size)
-    )
-    model.train(was_training)
-    return 100 * correct / max(1, len(labels))
+    return 100 * (predict(model, inputs, batch_size, device) == labels).float().mean().item() if len(labels) else 0.0
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, images: ImageSet, batch_size: int = 256, device: str | torch.device = "auto") -> float:
     """Top-1 accuracy (%) of an image classifier on ``images``."""
-    device = resolve_device(device)
-    was_training = model.training
-    model.eval()
-    correct = sum((model(x).argmax(1) == y).sum().item() for x, y in batches(images, batch_size, device))
-    model.train(was_training)
-    return 100 * correct / max(1, len(images))
+    return accuracy(model, images, images.labels, batch_size, device)

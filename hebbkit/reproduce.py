@@ -13,13 +13,14 @@ import argparse
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from scipy import stats
+from torch import Tensor
 
 from . import lagani
 from .data import CIFAR10, NUM_TRAIN, NUM_VAL, ImageSet, check_percent, labelled_subset, load_cifar10
@@ -71,9 +72,9 @@ PRESETS: dict[str, Preset] = {
     # a CPU-sized reproduction: 1 seed, frozen features, part of the images for pre-training
     "quick": Preset(
         "quick", ("hpca", "softwta", "vae"), (1.0, 5.0, 10.0), (1, 2, 3, 4, 5), 1,
-        PretrainConfig(epochs=1, num_images=10_000, vae_epochs=1),
-        FinetuneConfig(epochs=10, decay_from=5, frozen=True),
-        probe_regime=10.0, probe_val=2000,
+        PretrainConfig(epochs=1, num_images=10_000, vae_epochs=1, checkpoints_per_epoch=2),
+        FinetuneConfig(epochs=10, decay_from=5, lr=3e-4, frozen=True),
+        probe_regime=2.0, probe_val=1000,
     ),
     # the paper's protocol: all images, end-to-end fine-tuning, 5 seeds (GPU-sized)
     "paper": Preset(
@@ -238,13 +239,14 @@ def _key(record: dict) -> tuple:
 
 
 def _finetune_all(net, method, seed, todo, train, val, test, subsets, preset, device, progress):
-    """Yield one record per (regime, layer) in ``todo``."""
+    """Yield one record per (regime, layer) in ``todo``. Only the largest regime of the preset records the
+    validation accuracy after every epoch (the SGD convergence curve); the others are scored at the end."""
     config = preset.finetune
     frozen = method == "random" or (config.frozen and method != "supervised")
     config = replace(config, frozen=frozen)
+    curve_regime = max(preset.regimes)
     if frozen:  # features once per layer, shared by every regime (the subsets are nested)
-        largest = max(regime for regime, _ in todo)
-        union = subsets[largest]
+        union = subsets[max(regime for regime, _ in todo)]
         layers = tuple(sorted({layer for _, layer in todo}))
         sets = {"val": val, "labelled": train.subset(union)} | ({"test": test} if test is not None else {})
         streams = {name: lagani.layer_features(net, images, layers, device=device) for name, images in sets.items()}
@@ -255,37 +257,37 @@ def _finetune_all(net, method, seed, todo, train, val, test, subsets, preset, de
                 start = time.perf_counter()
                 head, history = lagani.train_head(
                     feats["labelled"][position], train.labels[subsets[regime]], config, seed=seed,
-                    val=(feats["val"], val.labels), device=device, progress=progress)
-                record = _record(method, regime, layer, seed, len(position), history, start)
-                record["val_accuracy"] = history[-1]["val_accuracy"]
-                if test is not None:
-                    record.update(_test_accuracies(lambda idx: lagani.accuracy(
-                        head, feats["test"][idx], test.labels[idx], device=device), test))
-                yield record
+                    val=(feats["val"], val.labels) if regime == curve_regime else None, device=device,
+                    progress=progress)
+                predictions = {name: lagani.predict(head, feats[name], 1024, device) for name in sets if name != "labelled"}
+                yield _record(method, regime, layer, seed, len(position), history, start, predictions, val, test)
         return
     for regime, layer in todo:
         start = time.perf_counter()
-        classifier, history = lagani.finetune(net, layer, train.subset(subsets[regime]), config, seed=seed, val=val,
-                                              device=device, progress=progress)
-        record = _record(method, regime, layer, seed, len(subsets[regime]), history, start)
-        record["val_accuracy"] = history[-1]["val_accuracy"]
+        classifier, history = lagani.finetune(
+            net, layer, train.subset(subsets[regime]), config, seed=seed, val=val if regime == curve_regime else None,
+            device=device, progress=progress)
+        predictions = {"val": lagani.predict(classifier, val, device=device)}
         if test is not None:
-            record.update(_test_accuracies(
-                lambda idx: lagani.evaluate(classifier, test.subset(idx), device=device), test))
-        yield record
+            predictions["test"] = lagani.predict(classifier, test, device=device)
+        yield _record(method, regime, layer, seed, len(subsets[regime]), history, start, predictions, val, test)
 
 
-def _record(method, regime, layer, seed, num_labelled, history, start) -> dict:
-    return {"method": method, "regime": float(regime), "layer": int(layer), "seed": int(seed),
-            "num_labelled": int(num_labelled), "history": history, "seconds": time.perf_counter() - start}
+def _record(method, regime, layer, seed, num_labelled, history, start, predictions, val, test) -> dict:
+    """One result: validation accuracy (primary), test accuracy on all / pixel-exact test images."""
+    def percent(hits: Tensor) -> float:
+        return 100 * hits.float().mean().item() if len(hits) else float("nan")
 
-
-def _test_accuracies(score, test: ImageSet) -> dict:
-    """Accuracy on the whole test set and on its pixel-exact images (where marked)."""
-    result = {"test_accuracy": score(torch.arange(len(test)))}
-    if test.exact is not None and bool(test.exact.any()):
-        result["test_exact_accuracy"] = score(test.exact.nonzero().flatten())
-    return result
+    record = {"method": method, "regime": float(regime), "layer": int(layer), "seed": int(seed),
+              "num_labelled": int(num_labelled), "history": history,
+              "val_accuracy": percent(predictions["val"] == val.labels)}
+    if test is not None:
+        hits = predictions["test"] == test.labels
+        record["test_accuracy"] = percent(hits)
+        if test.exact is not None and bool(test.exact.any()):
+            record["test_exact_accuracy"] = percent(hits[test.exact])
+    record["seconds"] = time.perf_counter() - start
+    return record
 
 
 def _merge_convergence(path: Path, new: pd.DataFrame) -> None:

@@ -1,0 +1,77 @@
+"""Throughput (images/s) of Lagani's pipeline stages on the full-width six-layer network.
+
+  pretrain <method>   — Hebbian pre-training, one block after another (each block's input computed by the
+                        frozen blocks below it, as in ``hebbkit.lagani.pretrain``), images through all blocks;
+  vae                 — VAE pre-training (encoder + decoder, backprop);
+  finetune L1 / L5    — end-to-end SGD fine-tuning of the net cut after layer 1 / 5 (the paper's protocol);
+  head L1             — classifier-only training on fixed layer-1 features (the quick preset's protocol);
+  features L1..L5     — one pass computing every layer's features (evaluation, frozen fine-tuning);
+  evaluate L5         — an end-to-end classifier's forward pass.
+Synthetic CIFAR-shaped images; the ratios printed at the end compare the stages with plain evaluation.
+
+    python benchmarks/bench_pipeline.py [--images 512] [--device cpu|cuda] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from hebbkit import lagani
+from hebbkit.data import synthetic_cifar10
+from hebbkit.lagani import FinetuneConfig, PretrainConfig
+from hebbkit.utils import resolve_device
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    images = synthetic_cifar10(args.images, 0, seed=0).train
+    n = len(images)
+    print(f"device {device}, {torch.get_num_threads()} threads, {n} images, full width")
+    rates: dict[str, float] = {}
+    nets = {}
+    for method in ("hpca", "softwta"):
+        config = PretrainConfig(epochs=1, batch_size=64)
+        seconds = timed(lambda: nets.setdefault(method, lagani.pretrain(method, images, config, device=device,
+                                                                         progress=False)))
+        rates[f"pretrain {method} (5 blocks, incl. BN statistics)"] = n / seconds
+    vae_images = images.subset(slice(0, max(64, n // 4)))
+    config = PretrainConfig(vae_epochs=1, batch_size=64)
+    rates["vae pretrain (1 epoch)"] = len(vae_images) / timed(
+        lambda: lagani.pretrain("vae", vae_images, config, device=device, progress=False))
+    net = nets["hpca"]
+    labelled = images.subset(slice(0, max(64, n // 4)))
+    for layer in (1, 5):
+        config = FinetuneConfig(epochs=1)
+        rates[f"finetune L{layer} end to end"] = len(labelled) / timed(
+            lambda: lagani.finetune(net, layer, labelled, config, device=device, progress=False))
+    (_, features), = lagani.layer_features(net, labelled, (1,), device=device)
+    rates["head L1 on fixed features"] = len(labelled) / timed(
+        lambda: lagani.train_head(features, labelled.labels, FinetuneConfig(epochs=1, frozen=True), device=device,
+                                  progress=False))
+    rates["features L1..L5 (one pass)"] = n / timed(lambda: list(lagani.layer_features(net, images, device=device)))
+    classifier, _ = lagani.finetune(net, 5, labelled, FinetuneConfig(epochs=1), device=device, progress=False)
+    rates["evaluate L5 classifier"] = n / timed(lambda: lagani.evaluate(classifier, images, device=device))
+    reference = rates["evaluate L5 classifier"]
+    width = max(map(len, rates))
+    for name, rate in rates.items():
+        print(f"{name:<{width}}  {rate:9.0f} images/s   {reference / rate:6.1f}× the cost of evaluation")
+
+
+if __name__ == "__main__":
+    main()
