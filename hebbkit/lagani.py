@@ -294,6 +294,7 @@ def _steps(images: ImageSet, epochs: float, batch_size: int, generator: torch.Ge
 # ------------------------------------------------------------------------------------- pre-training
 
 Checkpoint = Callable[[LaganiNet, int, float], None]
+PROBE_STATISTICS = 2048  # images for the BN statistics at intermediate checkpoints (the final ones use all)
 
 
 def make_rule(method: str, config: PretrainConfig):
@@ -385,19 +386,22 @@ def _pretrain_hebbian(
                 with torch.no_grad():
                     w = plastic.weight
                     w.div_(w.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (w.dim() - 1)))
-            if checkpoint is not None and (step % per_checkpoint == 0 or step == total):
-                set_batchnorm_statistics(net, layer, images, config.batch_size, device)
+            if checkpoint is not None and step % per_checkpoint == 0 and step < total:
+                set_batchnorm_statistics(net, layer, images.subset(slice(0, PROBE_STATISTICS)), config.batch_size,
+                                         device)
                 checkpoint(net, layer, step * config.batch_size / len(images))
         plastic.plastic = False
         plastic.weight.grad = None
         set_batchnorm_statistics(net, layer, images, config.batch_size, device)
+        if checkpoint is not None:
+            checkpoint(net, layer, config.epochs)
 
 
 @torch.no_grad()
 def set_batchnorm_statistics(
     net: LaganiNet, layer: int, images: ImageSet, batch_size: int, device: torch.device
 ) -> None:
-    """Set block ``layer``'s BN running statistics to the exact average over ``images``."""
+    """Set block ``layer``'s BN running statistics to the average of its batch statistics over ``images``."""
     norm = net.blocks[layer - 1].norm
     norm.reset_running_stats()
     momentum, norm.momentum = norm.momentum, None  # cumulative average
