@@ -337,6 +337,11 @@ def pretrain(
     return net.eval()
 
 
+def _normalise_rows(weight: Tensor) -> None:
+    """In place: every unit's weight vector to unit Euclidean norm."""
+    weight.div_(weight.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (weight.dim() - 1)))
+
+
 def _lower(net: LaganiNet, layer: int, x: Tensor) -> Tensor:
     """Input of block ``layer`` (1-based) from the frozen blocks below it."""
     for block in net.blocks[: layer - 1]:
@@ -361,7 +366,7 @@ def _pretrain_hebbian(
         with torch.no_grad():
             nn.init.zeros_(plastic.bias)
             if competitive:
-                plastic.weight.div_(plastic.weight.flatten(1).norm(dim=1).view(-1, *[1] * (plastic.weight.dim() - 1)))
+                _normalise_rows(plastic.weight)
         net.eval()
         if checkpoint is not None:
             checkpoint(net, layer, 0.0)
@@ -384,8 +389,7 @@ def _pretrain_hebbian(
             plastic.eval()
             if competitive:
                 with torch.no_grad():
-                    w = plastic.weight
-                    w.div_(w.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (w.dim() - 1)))
+                    _normalise_rows(plastic.weight)
             if checkpoint is not None and step % per_checkpoint == 0 and step < total:
                 set_batchnorm_statistics(net, layer, images.subset(slice(0, PROBE_STATISTICS)), config.batch_size,
                                          device)
@@ -604,7 +608,8 @@ def predict(model: nn.Module, inputs: Tensor | ImageSet, batch_size: int = 256,
     if isinstance(inputs, ImageSet):
         parts = [model(x).argmax(1).cpu() for x, _ in batches(inputs, batch_size, device)]
     else:
-        parts = [model(inputs[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(inputs), batch_size)]
+        parts = [model(inputs[i : i + batch_size].to(device)).argmax(1).cpu()
+                 for i in range(0, len(inputs), batch_size)]
     model.train(was_training)
     return torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64)
 

@@ -204,7 +204,6 @@ def run_experiment(
     finetune_key = settings_hash(chosen.finetune, chosen.pretrain, chosen.width, _fingerprint(train))
     done = {_key(r) for r in read_records(records_path) if r.get("settings") == finetune_key} if records_path else set()
     records: list[dict] = []
-    convergence: list[dict] = []
     for seed in range(chosen.seeds):
         subsets = {regime: labelled_subset(train.labels, regime, seed) for regime in chosen.regimes}
         for method in chosen.methods:
@@ -218,15 +217,14 @@ def run_experiment(
                          val.subset(slice(0, chosen.probe_val)))
             net, rows = pretrained(method, train, chosen, seed, cache=None if cache is None else Path(cache),
                                    device=device, progress=progress, probe=probe)
-            convergence += rows
+            if out is not None and rows:  # saved at once, so that an interruption keeps them
+                _merge_convergence(Path(out) / CONVERGENCE_FILE, pd.DataFrame(rows))
             for record in _finetune_all(net, method, seed, todo, train, val, data.test, subsets, chosen, device,
                                         progress):
                 record["settings"], record["preset"] = finetune_key, chosen.name
                 records.append(record)
                 if records_path is not None:
                     append_record(records_path, record)
-    if out is not None and convergence:
-        _merge_convergence(Path(out) / CONVERGENCE_FILE, pd.DataFrame(convergence))
     if records_path is not None:
         wanted = {(m, r, l, s) for m in chosen.methods for r in chosen.regimes for l in chosen.layers
                   for s in range(chosen.seeds)}
@@ -259,7 +257,8 @@ def _finetune_all(net, method, seed, todo, train, val, test, subsets, preset, de
                     feats["labelled"][position], train.labels[subsets[regime]], config, seed=seed,
                     val=(feats["val"], val.labels) if regime == curve_regime else None, device=device,
                     progress=progress)
-                predictions = {name: lagani.predict(head, feats[name], 1024, device) for name in sets if name != "labelled"}
+                predictions = {name: lagani.predict(head, feats[name], 1024, device)
+                               for name in sets if name != "labelled"}
                 yield _record(method, regime, layer, seed, len(position), history, start, predictions, val, test)
         return
     for regime, layer in todo:
@@ -337,7 +336,8 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
         return text + ("" if pd.isna(paper) else f" (paper {paper:.2f} ± {paper_ci:.2f})")
 
     layers = list(dict.fromkeys(table.columns.get_level_values(0)))
-    text = pd.DataFrame({layer: [cell(row, layer) for _, row in table.iterrows()] for layer in layers}, index=table.index)
+    text = pd.DataFrame({layer: [cell(row, layer) for _, row in table.iterrows()] for layer in layers},
+                        index=table.index)
     text.index = [f"{r:g}% {lagani.DISPLAY_NAMES[m]}" for r, m in table.index]
     return text
 

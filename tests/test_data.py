@@ -137,7 +137,8 @@ def test_float_standardises_with_cifar_statistics():
     images = ImageSet(torch.full((2, 3, 4, 4), 255, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64))
     x = images.float()
     expected = (1 - torch.tensor(MEAN)) / torch.tensor(STD)
-    assert torch.allclose(x[0, :, 0, 0], expected) and torch.equal(images.float(normalize=False), torch.ones(2, 3, 4, 4))
+    assert torch.allclose(x[0, :, 0, 0], expected)
+    assert torch.equal(images.float(normalize=False), torch.ones(2, 3, 4, 4))
 
 
 # ---------------------------------------------------------------------------------- labelled subsets
