@@ -182,7 +182,8 @@ def run_experiment(
     device: str | torch.device = "auto",
     progress: bool | None = None,
 ) -> pd.DataFrame:
-    """Run (or resume) an experiment and return one row per (method, regime, layer, seed).
+    """Run (or resume) an experiment and return one row per (method, regime, layer, seed); the Hebbian
+    convergence rows are in ``results.attrs["hebbian_convergence"]``.
 
     ``data``: a :class:`CIFAR10`, or a path for :func:`load_cifar10` (``None``: ``$HEBBKIT_DATA`` or
     torchvision). ``methods``/``regimes``/``layers``/``seeds`` override the preset's. With ``out``, records
@@ -204,6 +205,7 @@ def run_experiment(
     finetune_key = settings_hash(chosen.finetune, chosen.pretrain, chosen.width, _fingerprint(train))
     done = {_key(r) for r in read_records(records_path) if r.get("settings") == finetune_key} if records_path else set()
     records: list[dict] = []
+    hebbian: list[dict] = []
     for seed in range(chosen.seeds):
         subsets = {regime: labelled_subset(train.labels, regime, seed) for regime in chosen.regimes}
         for method in chosen.methods:
@@ -217,6 +219,7 @@ def run_experiment(
                          val.subset(slice(0, chosen.probe_val)))
             net, rows = pretrained(method, train, chosen, seed, cache=None if cache is None else Path(cache),
                                    device=device, progress=progress, probe=probe)
+            hebbian += rows
             if out is not None and rows:  # saved at once, so that an interruption keeps them
                 _merge_convergence(Path(out) / CONVERGENCE_FILE, pd.DataFrame(rows))
             for record in _finetune_all(net, method, seed, todo, train, val, data.test, subsets, chosen, device,
@@ -229,7 +232,11 @@ def run_experiment(
         wanted = {(m, r, l, s) for m in chosen.methods for r in chosen.regimes for l in chosen.layers
                   for s in range(chosen.seeds)}
         records = [r for r in read_records(records_path) if r.get("settings") == finetune_key and _key(r) in wanted]
-    return pd.DataFrame(records)
+        if (Path(out) / CONVERGENCE_FILE).exists():
+            hebbian = pd.read_csv(Path(out) / CONVERGENCE_FILE).to_dict("records")
+    results = pd.DataFrame(records)
+    results.attrs["hebbian_convergence"] = pd.DataFrame(hebbian)
+    return results
 
 
 def _key(record: dict) -> tuple:
@@ -368,7 +375,10 @@ def heatmap(table: pd.DataFrame, ax=None):
 
 def convergence_data(results: pd.DataFrame, hebbian: pd.DataFrame | None = None) -> pd.DataFrame:
     """Long table of accuracy against epochs: ``curve`` is ``sgd`` (per fine-tuning epoch, from the
-    records' histories) or ``hebbian`` (probe accuracy per Hebbian epoch of each block)."""
+    records' histories) or ``hebbian`` (probe accuracy per Hebbian epoch of each block; default: the rows
+    :func:`run_experiment` attached to ``results``)."""
+    if hebbian is None:
+        hebbian = results.attrs.get("hebbian_convergence")
     rows = [
         {"curve": "sgd", "method": r["method"], "seed": r["seed"], "layer": r["layer"], "regime": r["regime"],
          "epoch": h["epoch"], "val_accuracy": h["val_accuracy"]}
@@ -415,7 +425,7 @@ def write_outputs(results: pd.DataFrame, out: str | Path, figures: str | Path | 
         table.to_csv(temp)
     write_text_atomic(out / "table1.md", to_markdown(format_table(table)))
     hebbian_path = out / CONVERGENCE_FILE
-    hebbian = pd.read_csv(hebbian_path) if hebbian_path.exists() else None
+    hebbian = pd.read_csv(hebbian_path) if hebbian_path.exists() else results.attrs.get("hebbian_convergence")
     curves = convergence_data(results, hebbian)
     with atomic_path(out / "convergence_all.csv") as temp:
         curves.to_csv(temp, index=False)

@@ -283,6 +283,9 @@ def test_experiment_end_to_end_writes_every_output(data, tmp_path):
         assert (tmp_path / "out" / name).stat().st_size > 0
     hebbian = pd.read_csv(tmp_path / "out" / "convergence.csv")
     assert set(hebbian["layer"]) == set(lagani.LAYERS) and set(hebbian["method"]) == {"hpca"}
+    pd.testing.assert_frame_equal(results.attrs["hebbian_convergence"], hebbian)
+    curves = reproduce.convergence_data(results)
+    assert set(curves["curve"]) == {"sgd", "hebbian"} and set(curves[curves["curve"] == "sgd"]["regime"]) == {50.0}
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
 
 
