@@ -257,6 +257,8 @@ def test_table1_layout_with_paper_values_beside():
     assert table[("L3", "n")].loc[(1.0, "hpca")] == 3
     assert table[("L3", "paper")].loc[(1.0, "hpca")] == 41.88
     assert table[("L1", "ci95")].loc[(5.0, "vae")] == pytest.approx(confidence_interval([41, 42, 43])[1])
+    best = reproduce.best_per_regime(table)
+    assert best.loc[1.0].tolist() == ["hpca", "L3", pytest.approx(45.0), 41.88]
     text = format_table(table)
     assert text.loc["1% HPCA", "L3"] == f"45.00 ± {confidence_interval([44, 45, 46])[1]:.2f} (paper 41.88 ± 0.53)"
 
