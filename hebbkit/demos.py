@@ -12,7 +12,9 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from .layers import HebbianConv2d
 from .rules import Rule, apply_update, check_learning_rate, responses
+from .utils import resolve_device, seed_everything
 
 
 def gaussian_cloud(num_points: int = 500, angle: float = 30.0, stds: tuple[float, float] = (2.0, 0.5), seed: int = 0) -> Tensor:
@@ -87,6 +89,54 @@ def angle_degrees(u: Tensor, v: Tensor) -> float:
 def nearest_distances(points: Tensor, targets: Tensor) -> Tensor:
     """For each row of ``points``, its distance to the nearest row of ``targets``."""
     return torch.cdist(points, targets).min(1).values
+
+
+def train_conv_filters(
+    images: Tensor,
+    rule,
+    channels: int = 32,
+    kernel_size: int = 5,
+    lr: float = 0.1,
+    epochs: float = 1.0,
+    batch_size: int = 64,
+    unit_norm: bool = False,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> Tensor:
+    """Train one plastic ``HebbianConv2d`` (no bias) by ``rule`` on float images (N, C, H, W) with plain SGD
+    (``W ← W + lr·ΔW``), seeded; ``unit_norm`` rescales every filter to norm 1 after each step (for rules that
+    compete on cosine similarity). Returns the filters (K, C, k, k) on the CPU."""
+    check_learning_rate(lr)
+    if channels < 1 or epochs <= 0 or batch_size < 1:
+        raise ValueError(f"channels and batch_size must be >= 1 and epochs > 0, got {channels}, {batch_size}, {epochs}")
+    device = resolve_device(device)
+    generator = seed_everything(seed)
+    layer = HebbianConv2d(images.shape[1], channels, kernel_size, bias=False, rule=rule).to(device)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=lr)
+
+    def renormalise() -> None:
+        if unit_norm:
+            with torch.no_grad():
+                layer.weight.div_(layer.weight.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1))
+
+    renormalise()
+    num_steps = max(1, math.ceil(epochs * len(images) / batch_size))
+    order = torch.cat([torch.randperm(len(images), generator=generator) for _ in range(math.ceil(epochs) + 1)])
+    for step in range(num_steps):
+        batch = images[order[step * batch_size : (step + 1) * batch_size]].to(device)
+        optimizer.zero_grad(set_to_none=True)
+        layer(batch)  # the forward pass leaves −ΔW in weight.grad
+        optimizer.step()
+        renormalise()
+    return layer.weight.detach().cpu()
+
+
+def patch_principal_components(images: Tensor, kernel_size: int, count: int) -> Tensor:
+    """The top ``count`` principal directions (count, C, k, k) of all k×k patches of ``images`` (uncentred,
+    as a Hebbian layer without bias sees them), largest first."""
+    patches = torch.nn.functional.unfold(images, kernel_size).transpose(1, 2).reshape(-1, images.shape[1] * kernel_size**2)
+    _, vectors = torch.linalg.eigh(patches.T.double() @ patches.double() / len(patches))
+    return vectors[:, -count:].flip(1).T.float().reshape(count, images.shape[1], kernel_size, kernel_size)
 
 
 def check_exercise(name: str, answer: Any, test: Callable[[Any], bool], hint: str) -> None:

@@ -132,6 +132,31 @@ def competition_figure(
     return fig
 
 
+def filters_figure(filters: Tensor, title: str = "", columns: int = 16, ax: Axes | None = None) -> Figure:
+    """Filters (K, 3, k, k) as RGB tiles, each scaled symmetrically around grey (0 → grey)."""
+    from torchvision.utils import make_grid
+
+    scale = filters.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    grid = make_grid(0.5 + 0.5 * filters / scale, nrow=min(columns, len(filters)), padding=1, pad_value=1.0)
+    if ax is None:
+        rows = math.ceil(len(filters) / columns)
+        _, ax = plt.subplots(figsize=(0.45 * min(columns, len(filters)) + 0.4, 0.45 * rows + 0.5))
+    ax.imshow(grid.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=9)
+    return ax.figure
+
+
+def filters_row_figure(filters: dict[str, Tensor], columns: int = 8) -> Figure:
+    """Several filter banks side by side, one panel per ``{title: filters (K, 3, k, k)}``."""
+    rows = max(math.ceil(len(bank) / columns) for bank in filters.values())
+    fig, axes = plt.subplots(1, len(filters), figsize=(0.45 * columns * len(filters) + 0.5, 0.45 * rows + 0.6), squeeze=False)
+    for ax, (title, bank) in zip(axes[0], filters.items()):
+        filters_figure(bank, title, columns, ax)
+    fig.tight_layout()
+    return fig
+
+
 def responsibilities_figure(y: Tensor, temperatures: tuple[float, ...] = (0.05, 0.5, 5.0)) -> Figure:
     """Bars of ``softmax(y / T)`` for one response vector ``y`` (K,) at each temperature."""
     fig, axes = plt.subplots(1, len(temperatures), figsize=(2.8 * len(temperatures), 2.6), sharey=True, squeeze=False)

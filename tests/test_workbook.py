@@ -12,7 +12,9 @@ from nbformat.v4 import new_code_cell, new_notebook, new_output
 
 from hebbkit import demos, viz, workbook
 from hebbkit.cli import main
-from hebbkit.rules import Competitive, Hebb, Oja
+from hebbkit.data import synthetic_cifar10
+from hebbkit.lagani import CosineCompetitive
+from hebbkit.rules import HPCA, Competitive, Hebb, Oja
 
 matplotlib.use("Agg")
 
@@ -140,3 +142,21 @@ def test_sliders_update_on_release_on_a_log_scale() -> None:
     assert slider.continuous_update is False
     box = viz.interactive_figure(lambda temperature: viz.responsibilities_figure(torch.ones(2), (temperature,)), temperature=slider)
     assert box.children[0].children == (slider,)
+
+
+def test_a_hebbian_conv_layer_with_hpca_finds_the_leading_patch_component() -> None:
+    images = synthetic_cifar10(64, 0, size=12, seed=5).train.float()
+    filters = demos.train_conv_filters(images, HPCA("identity"), channels=1, kernel_size=3, lr=0.03, epochs=4, batch_size=8)
+    components = demos.patch_principal_components(images, kernel_size=3, count=1)
+    assert filters.shape == components.shape == (1, 3, 3, 3)
+    assert torch.nn.functional.cosine_similarity(filters.flatten(), components.flatten(), 0).abs() > 0.99
+    assert filters.norm().item() == pytest.approx(1.0, abs=0.02)
+
+
+def test_unit_norm_filters_stay_unit_norm_and_draw() -> None:
+    images = synthetic_cifar10(16, 0, size=10, seed=6).train.float()
+    filters = demos.train_conv_filters(images, CosineCompetitive("soft", 0.1), channels=6, unit_norm=True, batch_size=4)
+    assert torch.allclose(filters.flatten(1).norm(dim=1), torch.ones(6), atol=1e-5)
+    assert len(viz.filters_row_figure({"a": filters, "b": -filters}, columns=3).axes) == 2
+    with pytest.raises(ValueError, match="channels and batch_size must be >= 1"):
+        demos.train_conv_filters(images, CosineCompetitive(), channels=0)
