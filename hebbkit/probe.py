@@ -225,28 +225,30 @@ def _treves_rolls(r: Tensor, dim: int) -> Tensor:
 @torch.no_grad()
 def response_sparsity(net: MiconiNet, images: Tensor, batch_size: int = 250) -> list[dict[str, float]]:
     """Per layer, sparseness of the output passed upward (before pooling): ``population`` (across channels
-    at each image position) and ``lifetime`` (each unit across images and positions), mean over non-silent
-    vectors; ``active`` is the fraction of non-zero outputs."""
-    sums = [[torch.zeros(0), None, None, 0.0] for _ in net.layers]
+    at each image position, mean over non-silent positions), ``lifetime`` (each unit across images and
+    positions, mean over units that ever respond) and the fraction of ``silent_units``."""
+    population = [[] for _ in net.layers]
+    sums = [0.0] * len(net.layers)  # per unit: Σ r, Σ r² over images and positions, and their number
+    squares = [0.0] * len(net.layers)
+    positions = [0] * len(net.layers)
     for _, batch in _batches(images, batch_size):
         for index, state in enumerate(net.states(batch)):
             out = state.output.cpu().double().abs()
-            population = _treves_rolls(out, 1).flatten()
-            acc = sums[index]
-            acc[0] = torch.cat([acc[0], population[~population.isnan()]])
-            flat = out.movedim(1, 0).flatten(1)
-            acc[1] = flat.sum(1) if acc[1] is None else acc[1] + flat.sum(1)
-            acc[2] = flat.square().sum(1) if acc[2] is None else acc[2] + flat.square().sum(1)
-            acc[3] += flat.shape[1]
+            per_position = _treves_rolls(out, 1).flatten()
+            population[index].append(per_position[~per_position.isnan()])
+            sums[index] = sums[index] + out.sum((0, 2, 3))
+            squares[index] = squares[index] + out.square().sum((0, 2, 3))
+            positions[index] += out.shape[0] * out.shape[2] * out.shape[3]
     results = []
-    for population, total, total_sq, count in sums:
-        lifetime = (1 - (total / count).square() / (total_sq / count)) / (1 - 1 / count)
-        active = float((total > 0).double().mean())
+    for index, state_sum in enumerate(sums):
+        mean, mean_sq = state_sum / positions[index], squares[index] / positions[index]
+        lifetime = (1 - mean.square() / mean_sq) / (1 - 1 / positions[index])  # NaN for silent units
+        per_position = torch.cat(population[index])
         results.append(
             {
-                "population": float(population.mean()) if len(population) else float("nan"),
+                "population": float(per_position.mean()) if len(per_position) else float("nan"),
                 "lifetime": float(lifetime.nanmean()),
-                "silent_units": 1.0 - active,
+                "silent_units": float((state_sum == 0).double().mean()),
             }
         )
     return results

@@ -26,6 +26,7 @@ from hebbkit.miconi import (
 )
 from hebbkit.multilayer import Preset, run_layers, split_images
 from hebbkit.probe import (
+    _treves_rolls,
     decode_layers,
     fit_ridge,
     layer_features,
@@ -218,6 +219,13 @@ def test_picture_stats_rank_size_and_frequency():
     assert stats["extent"][0] < stats["extent"][1]
     assert stats["frequency"][2] < stats["frequency"][3]
     assert stats["sparseness"][0] > stats["sparseness"][2]
+
+
+def test_treves_rolls_sparseness_spans_zero_to_one():
+    vectors = torch.tensor([[0.0, 0, 3, 0], [1.0, 1, 1, 1], [0.0, 0, 0, 0]], dtype=torch.float64)
+    sparseness = _treves_rolls(vectors, 1)
+    torch.testing.assert_close(sparseness[:2], torch.tensor([1.0, 0.0], dtype=torch.float64))
+    assert sparseness[2].isnan()  # silent: skipped by the averages
 
 
 def test_probes_have_the_right_shapes(data, make_net):
