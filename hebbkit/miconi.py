@@ -74,7 +74,10 @@ MICONI_LAYERS = (LayerSpec(100, 5, 1e-4), LayerSpec(196, 3, 1e-4), LayerSpec(400
 @dataclass(frozen=True)
 class NetConfig:
     """The network: its layers, the rule, whether the output passed upward is dense (intervention a),
-    binary or graded plasticity factors, the threshold adaptation rate and the ZCA regulariser."""
+    binary or graded plasticity factors, the threshold adaptation rate and the ZCA regulariser.
+
+    With binary factors (the default, as in Miconi's code) Oja's rule equals instar, since ``r² = r``;
+    ``binary=False`` makes the factor the winner's ``z`` and the two rules differ."""
 
     layers: tuple[LayerSpec, ...] = MICONI_LAYERS
     rule: str = "instar"
