@@ -69,9 +69,9 @@ PRESETS: dict[str, Preset] = {
         FinetuneConfig(epochs=2, batch_size=32, decay_from=1, frozen=True),
         width=0.125, probe_regime=50.0, probe_val=40,
     ),
-    # a CPU-sized reproduction: 1 seed, frozen features, part of the images for pre-training
+    # a CPU-sized reproduction: 1 seed, frozen features, 10k images for pre-training; random = frozen random net
     "quick": Preset(
-        "quick", ("hpca", "softwta", "vae"), (1.0, 5.0, 10.0), (1, 2, 3, 4, 5), 1,
+        "quick", ("hpca", "softwta", "vae", "random"), (1.0, 5.0, 10.0), (1, 2, 3, 4, 5), 1,
         PretrainConfig(epochs=1, num_images=10_000, vae_epochs=1, checkpoints_per_epoch=2),
         FinetuneConfig(epochs=10, decay_from=5, lr=3e-4, frozen=True),
         probe_regime=2.0, probe_val=1000,
