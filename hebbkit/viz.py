@@ -157,6 +157,20 @@ def filters_row_figure(filters: dict[str, Tensor], columns: int = 8) -> Figure:
     return fig
 
 
+def decoding_figure(table) -> Figure:
+    """Held-out decoding accuracy against layer from a ``hebbkit layers`` table, one line per intervention,
+    the random-weights baseline dashed in the same colour."""
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for index, (name, part) in enumerate(table.groupby("intervention", sort=False)):
+        ax.plot(part["layer"], 100 * part["accuracy"], "o-", color=f"C{index}", label=name)
+        ax.plot(part["layer"], 100 * part["random_accuracy"], "x--", color=f"C{index}", alpha=0.5)
+    ax.set(xlabel="layer", ylabel="held-out accuracy (%)", xticks=sorted(table["layer"].unique()))
+    ax.set_title("ridge readout per layer (dashed: random weights)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def responsibilities_figure(y: Tensor, temperatures: tuple[float, ...] = (0.05, 0.5, 5.0)) -> Figure:
     """Bars of ``softmax(y / T)`` for one response vector ``y`` (K,) at each temperature."""
     fig, axes = plt.subplots(1, len(temperatures), figsize=(2.8 * len(temperatures), 2.6), sharey=True, squeeze=False)
