@@ -405,17 +405,21 @@ def convergence_plot(data: pd.DataFrame, axes=None):
     import seaborn as sns
 
     if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(11, 4))
+        _, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     data = data.assign(method=data["method"].map(lagani.DISPLAY_NAMES), layer="L" + data["layer"].astype(str))
     hebbian, sgd = data[data["curve"] == "hebbian"], data[data["curve"] == "sgd"]
+    order = {"hue_order": sorted(data["layer"].unique()),
+             "style_order": [n for n in lagani.DISPLAY_NAMES.values() if n in set(data["method"])]}
     if not hebbian.empty:
-        sns.lineplot(hebbian, x="epoch", y="val_accuracy", hue="layer", style="method", marker="o", ax=axes[0])
-    axes[0].set(title="Hebbian pre-training (frozen linear probe)", xlabel="Hebbian epochs of the block",
-                ylabel="validation accuracy (%)")
+        sns.lineplot(hebbian, x="epoch", y="val_accuracy", hue="layer", style="method", marker="o", ax=axes[0],
+                     legend=False, **order)
+        axes[0].set(title=f"Hebbian pre-training (linear probe, {hebbian['regime'].iloc[0]:g}% labels)")
+    axes[0].set(xlabel="Hebbian epochs of the block", ylabel="validation accuracy (%)")
     if not sgd.empty:
         regime = sgd["regime"].max()
         sns.lineplot(sgd[sgd["regime"] == regime], x="epoch", y="val_accuracy", hue="layer", style="method",
-                     ax=axes[1])
+                     ax=axes[1], **order)
+        sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
         axes[1].set(title=f"Supervised fine-tuning ({regime:g}% labels)")
     axes[1].set(xlabel="SGD epochs", ylabel="validation accuracy (%)")
     return axes
