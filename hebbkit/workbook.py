@@ -50,6 +50,12 @@ def _kernel_manager_class() -> type:
     return CurrentEnvironmentKernel
 
 
+def _absolute_data_path() -> None:
+    """Kernels run in the notebook folder: make a relative ``$HEBBKIT_DATA`` absolute for them."""
+    if os.environ.get("HEBBKIT_DATA"):
+        os.environ["HEBBKIT_DATA"] = str(Path(os.environ["HEBBKIT_DATA"]).resolve())
+
+
 def output_ignored(cell) -> bool:
     """Whether nbval ignores this cell's output (a ``# NBVAL_IGNORE_OUTPUT``/``# NBVAL_SKIP`` line or tag)."""
     lines = {line.strip().lstrip("#").strip() for line in cell.source.splitlines() if line.strip().startswith("#")}
@@ -83,6 +89,7 @@ def store_outputs(path: str | Path) -> None:
     from nbclient import NotebookClient
 
     path = Path(path)
+    _absolute_data_path()
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb, kernel_manager_class=_kernel_manager_class(), resources={"metadata": {"path": str(path.parent)}}
@@ -127,8 +134,7 @@ def run_workbook(
     missing = [name for name in names if not (notebooks / f"{name}.ipynb").is_file()]
     if missing:
         raise FileNotFoundError(f"{notebooks} lacks {', '.join(f'{m}.ipynb' for m in missing)}")
-    if os.environ.get("HEBBKIT_DATA"):  # kernels run in the notebook folder: make a relative path absolute
-        os.environ["HEBBKIT_DATA"] = str(Path(os.environ["HEBBKIT_DATA"]).resolve())
+    _absolute_data_path()
     parameters: dict = {"QUICK": quick, "FIGURES": None if figures is None else str(Path(figures).resolve())}
     if data is not None:
         parameters["DATA"] = str(Path(data).resolve())
