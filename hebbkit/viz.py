@@ -23,14 +23,16 @@ from .utils import atomic_path
 UNIT_COLOURS = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown")
 
 
-def save_figure(fig: Figure, folder: str | Path | None, name: str, dpi: int = 80) -> Path | None:
-    """Write ``fig`` as a small PNG ``folder/name`` (atomically); do nothing when ``folder`` is None."""
+def save_figure(fig: Figure, folder: str | Path | None, name: str, dpi: int = 80) -> None:
+    """Write ``fig`` as a small PNG ``folder/name`` (atomically, readable by all); nothing when ``folder`` is None.
+
+    Returns nothing, so that a notebook cell ending with it shows only the figure."""
     if folder is None:
-        return None
+        return
     path = Path(folder) / name
     with atomic_path(path) as temp:
         fig.savefig(temp, format="png", dpi=dpi, bbox_inches="tight")
-    return path
+        temp.chmod(0o644)
 
 
 def log_slider(description: str, value: float, low: float, high: float):

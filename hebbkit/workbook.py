@@ -40,7 +40,9 @@ def _kernel_manager_class() -> type:
 
     class CurrentEnvironmentSpecs(KernelSpecManager):
         def get_kernel_spec(self, kernel_name: str):
-            return self.kernel_spec_class(resource_dir=RESOURCES, **get_kernel_dict())
+            spec = get_kernel_dict()
+            spec["argv"] = [*spec["argv"], "--IPKernelApp.log_level=ERROR"]  # no start-up chatter between progress lines
+            return self.kernel_spec_class(resource_dir=RESOURCES, **spec)
 
     class CurrentEnvironmentKernel(AsyncKernelManager):
         @default("kernel_spec_manager")
@@ -144,7 +146,8 @@ def run_workbook(
     times, failed = {}, []
     for number, name in enumerate(names, 1):
         source, running, final = notebooks / f"{name}.ipynb", out / f".{name}.running.ipynb", out / f"{name}.ipynb"
-        print(f"[{number}/{len(names)}] {name} ...", end=" ", flush=True)
+        progress = f"[{number}/{len(names)}] {name}"
+        print(f"{progress} ...", flush=True)
         start = time.perf_counter()
         try:
             papermill.execute_notebook(
@@ -159,11 +162,11 @@ def run_workbook(
             times[name] = time.perf_counter() - start
             running.replace(out / f"{name}.failed.ipynb")
             failed.append(name)
-            print(f"FAILED after {times[name]:.1f} s: {error.ename}: {error.evalue} (cell {error.exec_count})", flush=True)
+            print(f"{progress}: FAILED after {times[name]:.1f} s: {error.ename}: {error.evalue} (cell {error.exec_count})", flush=True)
             continue
         times[name] = time.perf_counter() - start
         running.replace(final)
-        print(f"ok in {times[name]:.1f} s", flush=True)
+        print(f"{progress}: ok in {times[name]:.1f} s", flush=True)
     print(f"workbook ({mode}): {len(names) - len(failed)}/{len(names)} notebooks ran in {sum(times.values()):.0f} s")
     if failed:
         raise RuntimeError(f"{len(failed)} notebook(s) failed: {', '.join(failed)}; see {out}/NAME.failed.ipynb")

@@ -39,8 +39,8 @@ def test_batch_injects_parameters_writes_outputs_and_reports_failures(tmp_path, 
     assert (out / "01_rules_and_losses.failed.ipynb").is_file()
     assert sorted(path.name for path in out.iterdir()) == ["00_overview.ipynb", "01_rules_and_losses.failed.ipynb"]
     printed = capsys.readouterr().out
-    assert "[1/2] 00_overview ... ok in" in printed
-    assert "[2/2] 01_rules_and_losses ... FAILED" in printed and "broken on purpose" in printed
+    assert "[1/2] 00_overview ...\n[1/2] 00_overview: ok in" in printed
+    assert "[2/2] 01_rules_and_losses: FAILED" in printed and "broken on purpose" in printed
 
 
 def test_select_keeps_workbook_order_and_rejects_unknown_names() -> None:
@@ -129,8 +129,9 @@ def test_figures_draw_and_save_small_pngs(tmp_path) -> None:
         "bars.png": viz.responsibilities_figure(torch.tensor([1.0, 0.5, 0.0])),
     }
     for name, fig in figures.items():
-        assert viz.save_figure(fig, None, name) is None
-        path = viz.save_figure(fig, tmp_path, name)
+        viz.save_figure(fig, None, name)
+        viz.save_figure(fig, tmp_path, name)
+        path = tmp_path / name
         assert path.read_bytes().startswith(b"\x89PNG") and path.stat().st_size < 100_000
     assert len(figures["competition.png"].axes) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(figures)  # no temp files left
