@@ -24,7 +24,7 @@ UNIT_COLOURS = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", 
 
 
 def save_figure(fig: Figure, folder: str | Path | None, name: str, dpi: int = 80) -> None:
-    """Write ``fig`` as a small PNG ``folder/name`` (atomically, readable by all); nothing when ``folder`` is None.
+    """Write ``fig`` as a small PNG ``folder/name`` (atomically); nothing when ``folder`` is None.
 
     Returns nothing, so that a notebook cell ending with it shows only the figure."""
     if folder is None:
@@ -32,7 +32,6 @@ def save_figure(fig: Figure, folder: str | Path | None, name: str, dpi: int = 80
     path = Path(folder) / name
     with atomic_path(path) as temp:
         fig.savefig(temp, format="png", dpi=dpi, bbox_inches="tight")
-        temp.chmod(0o644)
 
 
 def log_slider(description: str, value: float, low: float, high: float):
