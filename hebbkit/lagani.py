@@ -321,7 +321,8 @@ def pretrain(
 ) -> LaganiNet:
     """A :class:`LaganiNet` whose blocks 1..5 are pre-trained by ``method`` on ``images`` (labels unused).
 
-    ``random`` and ``supervised`` return the seeded random initialisation. ``checkpoint(net, layer, epochs)``
+    ``random`` and ``supervised`` return the seeded random initialisation (BN statistics set on ``images``).
+    ``checkpoint(net, layer, epochs)``
     is called (Hebbian methods) before a block learns and after every ``1/checkpoints_per_epoch`` epoch.
     """
     check_method(method)
@@ -334,6 +335,9 @@ def pretrain(
         _pretrain_hebbian(net, make_rule(method, config), images, config, generator, device, progress, checkpoint)
     elif method == "vae":
         _pretrain_vae(net, images, config, generator, device, progress)
+    else:  # random weights, but BN statistics of the images, so that the frozen features are standardised
+        for layer in LAYERS:
+            set_batchnorm_statistics(net, layer, images, config.batch_size, device)
     return net.eval()
 
 

@@ -328,6 +328,15 @@ def test_same_seed_gives_identical_numbers_and_other_seeds_differ(data, tmp_path
     assert both[both["seed"] == 1]["history"].tolist() != first["history"].tolist()
 
 
+def test_random_network_has_standardised_features(data):
+    net = pretrain("random", data.train, PretrainConfig(batch_size=50), width=WIDTH, progress=False)
+    torch.manual_seed(0)
+    assert states_equal(net.blocks[0].layer, LaganiNet(width=WIDTH).blocks[0].layer)  # weights untouched
+    with torch.no_grad():
+        features = net.features(data.train.float(), 5)
+    assert features.mean().abs() < 0.05 and (features.var(0).mean() - 1).abs() < 0.05
+
+
 def test_supervised_and_random_baselines(data):
     preset = replace(TINY, methods=("random", "supervised"), regimes=(50.0,), layers=(1,), probe_val=0)
     results = run_experiment(preset, data=data, cache=None, progress=False).set_index("method")
