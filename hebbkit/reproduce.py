@@ -72,7 +72,7 @@ PRESETS: dict[str, Preset] = {
     # a CPU-sized reproduction: 1 seed, frozen features, 10k images for pre-training; random = frozen random net
     "quick": Preset(
         "quick", ("hpca", "softwta", "vae", "random"), (1.0, 5.0, 10.0), (1, 2, 3, 4, 5), 1,
-        PretrainConfig(epochs=1, num_images=10_000, vae_epochs=1, checkpoints_per_epoch=2),
+        PretrainConfig(epochs=1, batch_size=16, lr=1.0, num_images=10_000, vae_epochs=1, checkpoints_per_epoch=2),
         FinetuneConfig(epochs=10, decay_from=5, lr=3e-4, frozen=True),
         probe_regime=2.0, probe_val=1000,
     ),
