@@ -33,7 +33,9 @@ CHROMIUM_ARGS = [
 ]
 SERVER_START_S, RUN_ALL_S, REDRAW_S = 120, 240, 90
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no chromium at {CHROMIUM}")
+if not CHROMIUM.exists():
+    pytest.skip(f"no chromium at {CHROMIUM}", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
 
 
 def _free_port() -> int:
@@ -97,7 +99,6 @@ def jupyterlab(tmp_path: Path):
 
 
 def test_temperature_slider_redraws_the_figure(jupyterlab, tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
     base, token = jupyterlab
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
