@@ -36,7 +36,7 @@ from .miconi import (
     train_network,
     with_intervention,
 )
-from .utils import atomic_path, resolve_device, seed_everything, write_text_atomic
+from .utils import atomic_path, lookup, resolve_device, seed_everything, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -66,11 +66,7 @@ PRESETS = {
 
 def check_preset(name: str | Preset) -> Preset:
     """The preset called ``name`` (a ``Preset`` passes through)."""
-    if isinstance(name, Preset):
-        return name
-    if name not in PRESETS:
-        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {name!r}")
-    return PRESETS[name]
+    return lookup("preset", name, PRESETS)
 
 
 def split_images(train: ImageSet, preset: Preset) -> tuple[ImageSet, ImageSet, ImageSet]:

@@ -26,7 +26,7 @@ from . import lagani
 from .data import CIFAR10, NUM_TRAIN, NUM_VAL, ImageSet, check_percent, labelled_subset, load_cifar10
 from .lagani import FinetuneConfig, PretrainConfig, check_layer, check_method
 from .paper import TABLE1, best_cell, paper_table1
-from .utils import append_record, atomic_path, read_records, resolve_device, write_text_atomic
+from .utils import append_record, atomic_path, lookup, read_records, resolve_device, write_text_atomic
 
 RESULTS_FILE = "results.jsonl"
 CONVERGENCE_FILE = "convergence.csv"
@@ -87,11 +87,7 @@ PRESETS: dict[str, Preset] = {
 
 def get_preset(preset: str | Preset) -> Preset:
     """A preset by name (``smoke``, ``quick``, ``paper``), or the given one."""
-    if isinstance(preset, Preset):
-        return preset
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    return PRESETS[preset]
+    return lookup("preset", preset, PRESETS)
 
 
 def settings_hash(*parts) -> str:

@@ -8,10 +8,23 @@ import random
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping, TypeVar
 
 import numpy as np
 import torch
+
+
+T = TypeVar("T")
+
+
+def lookup(parameter: str, name: str | T, table: Mapping[str, T]) -> T:
+    """``table[name]``; a non-string ``name`` (an entry itself) passes through; an unknown name raises a
+    ``ValueError`` that names ``parameter`` and the accepted choices."""
+    if not isinstance(name, str):
+        return name
+    if name not in table:
+        raise ValueError(f"{parameter} must be one of {', '.join(table)}, got {name!r}")
+    return table[name]
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
