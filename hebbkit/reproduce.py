@@ -488,7 +488,7 @@ def _run(args: argparse.Namespace) -> int:
         out=out, cache=None if args.cache == "none" else args.cache, device=args.device,
         progress=False if args.no_progress else None,
     )
-    table = write_outputs(results, out, args.figures)
+    write_outputs(results, out, args.figures)
     print((out / "table1.md").read_text())
     print(f"{len(results)} results in {out} ({time.perf_counter() - start:.0f} s)")
     return 0

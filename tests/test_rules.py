@@ -178,18 +178,14 @@ def test_wta_instar_finds_cluster_centroids():
     centres = torch.tensor([[5.0, 0.0], [-5.0, 0.0], [0.0, 6.0]], dtype=DOUBLE)
     labels = torch.randint(0, 3, (3000,), generator=gen)
     x = centres[labels] + 0.5 * torch.randn(3000, 2, generator=gen, dtype=DOUBLE)
-    x_aug = torch.cat([x, torch.ones(3000, 1, dtype=DOUBLE)], 1)  # bias input so winners go by distance
     # Start each unit at a data point of a different cluster (the standard k-means-style initialisation).
-    start = torch.stack([x_aug[(labels == c).nonzero()[0, 0]] for c in range(3)]).clone()
-    # Winner by distance: y = w·x − ½‖w‖², realised through the augmented last input.
-    rule = Competitive("wta")
-    weight = start
+    weight = torch.stack([x[(labels == c).nonzero()[0, 0]] for c in range(3)]).clone()
     for _ in range(3):
         for s in range(0, 3000, 30):
-            xb = x_aug[s : s + 30]
-            y = xb[:, :2] @ weight[:, :2].T - 0.5 * weight[:, :2].square().sum(1)
+            xb = x[s : s + 30]
+            y = xb @ weight.T - 0.5 * weight.square().sum(1)  # the nearest unit has the largest y
             rules.apply_update(weight, rules.instar(xb, weight, rules.wta(y)), 0.5)
-    found = weight[:, :2]
+    found = weight
     distances = torch.cdist(found, centres)
     assert distances.min(1).values.max() < 0.2
     assert len(set(distances.argmin(1).tolist())) == 3
