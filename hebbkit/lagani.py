@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from .data import ImageSet
 from .layers import HebbianConv2d, HebbianLinear
 from .rules import HPCA, as_rows, instar, soft_wta, wta
-from .utils import resolve_device, seed_everything
+from .utils import check_choice, check_positive, resolve_device, seed_everything
 
 METHODS = ("hpca", "softwta", "wta", "vae", "random", "supervised")
 HEBBIAN_METHODS = ("hpca", "softwta", "wta")
@@ -55,9 +55,7 @@ DISPLAY_NAMES = {
 
 def check_method(method: str) -> str:
     """Return ``method`` if it is one of ``METHODS``, else raise ``ValueError``."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    return method
+    return check_choice("method", method, METHODS)
 
 
 def check_layer(layer: int) -> int:
@@ -65,12 +63,6 @@ def check_layer(layer: int) -> int:
     if isinstance(layer, bool) or not isinstance(layer, int) or layer not in LAYERS:
         raise ValueError(f"layer must be an integer in 1..5, got {layer!r}")
     return layer
-
-
-def _check_positive(name: str, value: float, integer: bool = False) -> None:
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
-        raise ValueError(f"{name} must be {'an integer' if integer else 'a number'} > 0, got {value!r}")
 
 
 def _default_progress(progress: bool | None) -> bool:
@@ -103,7 +95,7 @@ class LaganiNet(nn.Module):
 
     def __init__(self, num_classes: int = 10, width: float = 1.0) -> None:
         super().__init__()
-        _check_positive("width", width)
+        check_positive("width", width)
         c = [max(1, round(w * width)) for w in WIDTHS]
         self.blocks = nn.ModuleList(
             [
@@ -173,7 +165,7 @@ class CosineCompetitive:
     def __post_init__(self) -> None:
         if self.competition not in ("soft", "wta"):
             raise ValueError(f"competition must be 'soft' or 'wta', got {self.competition!r}")
-        _check_positive("temperature", self.temperature)
+        check_positive("temperature", self.temperature)
 
     def update(self, x: Tensor, weight: Tensor, y: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
         unit_norms = weight.flatten(1).norm(dim=1).clamp_min(1e-12).view(1, -1, *[1] * (y.dim() - 2))
@@ -216,11 +208,11 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "lr", "temperature", "vae_epochs", "vae_lr"):
-            _check_positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name))
         for name in ("batch_size", "latent_dim", "checkpoints_per_epoch"):
-            _check_positive(name, getattr(self, name), integer=True)
+            check_positive(name, getattr(self, name), integer=True)
         if self.num_images is not None:
-            _check_positive("num_images", self.num_images, integer=True)
+            check_positive("num_images", self.num_images, integer=True)
 
 
 @dataclass(frozen=True)
@@ -244,8 +236,8 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
-            _check_positive(name, getattr(self, name), integer=True)
-        _check_positive("lr", self.lr)
+            check_positive(name, getattr(self, name), integer=True)
+        check_positive("lr", self.lr)
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must lie in [0, 1), got {self.momentum!r}")
         if not (self.weight_decay >= 0 and 0 < self.lr_decay <= 1 and self.decay_from >= 0):

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import rules
+from .utils import check_choice, check_positive
 
 RULES = ("hebb", "instar", "oja")
 INTERVENTIONS = ("none", "sparse-plasticity", "pruning", "both")
@@ -44,11 +45,6 @@ def check_keep(keep: float) -> float:
     return float(keep)
 
 
-def _check_positive_int(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
 @dataclass(frozen=True)
 class LayerSpec:
     """One Hebbian convolution: output ``channels``, square ``kernel``, SGD ``lr`` (for the loss summed over
@@ -61,8 +57,8 @@ class LayerSpec:
     keep: float = 1.0
 
     def __post_init__(self) -> None:
-        _check_positive_int("channels", self.channels)
-        _check_positive_int("kernel", self.kernel)
+        check_positive("channels", self.channels, integer=True)
+        check_positive("kernel", self.kernel, integer=True)
         rules.check_learning_rate(self.lr)
         rules.check_k(self.k, self.channels)
         check_keep(self.keep)
@@ -88,22 +84,19 @@ class NetConfig:
     zca_eps: float = 1e-3
 
     def __post_init__(self) -> None:
-        if self.rule not in RULES:
-            raise ValueError(f"rule must be one of {', '.join(RULES)}, got {self.rule!r}")
+        check_choice("rule", self.rule, RULES)
         if not self.layers:
             raise ValueError("layers must hold at least one LayerSpec")
         if not (math.isfinite(self.threshold_rate) and self.threshold_rate >= 0):
             raise ValueError(f"threshold_rate must be a finite number >= 0, got {self.threshold_rate!r}")
-        _check_positive_int("pool", self.pool)
+        check_positive("pool", self.pool, integer=True)
         if not (self.zca_eps > 0):
             raise ValueError(f"zca_eps must be > 0, got {self.zca_eps!r}")
 
 
 def check_intervention(name: str) -> str:
     """Return ``name`` if it is one of ``INTERVENTIONS``, else raise ``ValueError``."""
-    if name not in INTERVENTIONS:
-        raise ValueError(f"intervention must be one of {', '.join(INTERVENTIONS)}, got {name!r}")
-    return name
+    return check_choice("intervention", name, INTERVENTIONS)
 
 
 def with_intervention(config: NetConfig, intervention: str, keep: float = 0.01) -> NetConfig:
@@ -132,8 +125,8 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_positive_int("epochs", self.epochs)
-        _check_positive_int("batch_size", self.batch_size)
+        check_positive("epochs", self.epochs, integer=True)
+        check_positive("batch_size", self.batch_size, integer=True)
         if isinstance(self.warmup_batches, bool) or not isinstance(self.warmup_batches, int) or self.warmup_batches < 0:
             raise ValueError(f"warmup_batches must be an integer >= 0, got {self.warmup_batches!r}")
 

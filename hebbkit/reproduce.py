@@ -26,7 +26,7 @@ from . import lagani
 from .data import CIFAR10, NUM_TRAIN, NUM_VAL, ImageSet, check_percent, labelled_subset, load_cifar10
 from .lagani import FinetuneConfig, PretrainConfig, check_layer, check_method
 from .paper import TABLE1, best_cell, paper_table1
-from .utils import append_record, atomic_path, lookup, read_records, resolve_device, write_text_atomic
+from .utils import append_record, atomic_path, check_positive, lookup, read_records, resolve_device, write_text_atomic
 
 RESULTS_FILE = "results.jsonl"
 CONVERGENCE_FILE = "convergence.csv"
@@ -55,8 +55,7 @@ class Preset:
             check_percent(regime)
         for layer in self.layers:
             check_layer(layer)
-        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
-            raise ValueError(f"seeds must be an integer >= 1, got {self.seeds!r}")
+        check_positive("seeds", self.seeds, integer=True)
         if not (self.methods and self.regimes and self.layers):
             raise ValueError("methods, regimes and layers must each name at least one entry")
 

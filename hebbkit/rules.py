@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.grad import conv2d_weight
 
+from .utils import check_choice, check_positive
+
 IntPair = int | tuple[int, int]
 
 # --------------------------------------------------------------------------------------- input checks
@@ -325,11 +327,9 @@ class Competitive:
     k: int = 1
 
     def __post_init__(self) -> None:
-        if self.competition not in COMPETITIONS:
-            raise ValueError(f"competition must be one of {sorted(COMPETITIONS)}, got {self.competition!r}")
+        check_choice("competition", self.competition, COMPETITIONS)
         check_temperature(self.temperature)
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"k must be an integer >= 1, got {self.k!r}")
+        check_positive("k", self.k, integer=True)
 
     def responsibilities(self, y: Tensor) -> Tensor:
         if self.competition == "soft":
@@ -352,8 +352,7 @@ class HPCA:
     f: str = "identity"
 
     def __post_init__(self) -> None:
-        if self.f not in NONLINEARITIES:
-            raise ValueError(f"f must be one of {sorted(NONLINEARITIES)}, got {self.f!r}")
+        check_choice("f", self.f, NONLINEARITIES)
 
     def update(self, x: Tensor, weight: Tensor, y: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
         return hpca(x, weight, NONLINEARITIES[self.f](y), scale=scale, **geometry)
