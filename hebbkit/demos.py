@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .layers import HebbianConv2d
-from .rules import Rule, apply_update, check_learning_rate, responses
+from .rules import Rule, apply_update, check_learning_rate, responses, unit_norm_
 from .utils import resolve_device, seed_everything
 
 
@@ -116,8 +116,7 @@ def train_conv_filters(
 
     def renormalise() -> None:
         if unit_norm:
-            with torch.no_grad():
-                layer.weight.div_(layer.weight.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1))
+            unit_norm_(layer.weight)
 
     renormalise()
     num_steps = max(1, math.ceil(epochs * len(images) / batch_size))

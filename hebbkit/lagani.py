@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from .data import ImageSet
 from .layers import HebbianConv2d, HebbianLinear
-from .rules import HPCA, as_rows, instar, soft_wta, wta
+from .rules import HPCA, as_rows, instar, soft_wta, unit_norm_, wta
 from .utils import check_choice, check_positive, resolve_device, seed_everything
 
 METHODS = ("hpca", "softwta", "wta", "vae", "random", "supervised")
@@ -333,11 +333,6 @@ def pretrain(
     return net.eval()
 
 
-def _normalise_rows(weight: Tensor) -> None:
-    """In place: every unit's weight vector to unit Euclidean norm."""
-    weight.div_(weight.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (weight.dim() - 1)))
-
-
 def _lower(net: LaganiNet, layer: int, x: Tensor) -> Tensor:
     """Input of block ``layer`` (1-based) from the frozen blocks below it."""
     for block in net.blocks[: layer - 1]:
@@ -362,7 +357,7 @@ def _pretrain_hebbian(
         with torch.no_grad():
             nn.init.zeros_(plastic.bias)
             if competitive:
-                _normalise_rows(plastic.weight)
+                unit_norm_(plastic.weight)
         net.eval()
         if checkpoint is not None:
             checkpoint(net, layer, 0.0)
@@ -385,7 +380,7 @@ def _pretrain_hebbian(
             plastic.eval()
             if competitive:
                 with torch.no_grad():
-                    _normalise_rows(plastic.weight)
+                    unit_norm_(plastic.weight)
             if checkpoint is not None and step % per_checkpoint == 0 and step < total:
                 set_batchnorm_statistics(net, layer, images.subset(slice(0, PROBE_STATISTICS)), config.batch_size,
                                          device)

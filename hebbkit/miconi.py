@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import rules
+from .rules import unit_norm_
 from .utils import check_choice, check_positive
 
 RULES = ("hebb", "instar", "oja")
@@ -205,11 +206,6 @@ def plasticity_loss(rule: str, y: Tensor, weight: Tensor, r: Tensor) -> Tensor:
     else:
         raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
     return loss * num_patches
-
-
-def unit_norm_(weight: Tensor) -> None:
-    """In place: every unit's weight vector to norm 1."""
-    weight.div_(weight.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, *[1] * (weight.dim() - 1)))
 
 
 def channel_mask(out_channels: int, in_channels: int, keep: float, generator: torch.Generator) -> Tensor:

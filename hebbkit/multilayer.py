@@ -203,23 +203,13 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 
 def save_decoding_plot(table: pd.DataFrame, path: str | Path) -> None:
-    """Held-out accuracy against layer, one line per intervention, random baseline dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """Held-out accuracy against layer (:func:`hebbkit.viz.decoding_figure`), written as a PNG."""
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(4.5, 3.2), dpi=100)
-    for index, (name, part) in enumerate(table.groupby("intervention", sort=False)):
-        colour = f"C{index}"
-        axis.plot(part["layer"], 100 * part["accuracy"], "o-", color=colour, label=name)
-        axis.plot(part["layer"], 100 * part["random_accuracy"], "x--", color=colour, alpha=0.5)
-    axis.set(xlabel="layer", ylabel="held-out accuracy (%)", xticks=sorted(table["layer"].unique()))
-    axis.set_title("ridge readout per layer (dashed: random weights)", fontsize=9)
-    axis.legend(fontsize=7)
-    figure.tight_layout()
-    with atomic_path(path) as temp:
-        figure.savefig(temp, format="png")
+    from .viz import decoding_figure, save_figure
+
+    figure = decoding_figure(table)
+    save_figure(figure, Path(path).parent, Path(path).name, dpi=100)
     plt.close(figure)
 
 

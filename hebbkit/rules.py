@@ -279,6 +279,12 @@ NONLINEARITIES: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+def unit_norm_(weight: Tensor) -> Tensor:
+    """In place: every unit's weight vector (a row of ``weight.flatten(1)``) to Euclidean norm 1."""
+    with torch.no_grad():
+        return weight.div_(weight.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (weight.dim() - 1)))
+
+
 def apply_update(weight: Tensor, delta: Tensor, lr: float) -> None:
     """In place ``W ← W + lr · ΔW`` for the direct form without an optimizer."""
     if delta.shape != weight.shape:
