@@ -1,13 +1,15 @@
 """Throughput (images/s) of Lagani's pipeline stages on the full-width six-layer network.
 
-  pretrain <method>   — Hebbian pre-training, one block after another (each block's input computed by the
-                        frozen blocks below it, as in ``hebbkit.lagani.pretrain``), images through all blocks;
+  pretrain <method>   — Hebbian pre-training, one block after another (each finished block's outputs stored
+                        as the next block's input, as in ``hebbkit.lagani.pretrain``), images through all blocks;
   vae                 — VAE pre-training (encoder + decoder, backprop);
-  finetune L1 / L5    — end-to-end SGD fine-tuning of the net cut after layer 1 / 5 (the paper's protocol);
+  finetune L1 / L5    — end-to-end SGD fine-tuning of the net cut after layer 1 / 5 (the paper's protocol),
+                        and L3 with flips and crops (the quick preset's protocol);
   head L1             — classifier-only training on fixed layer-1 features (the quick preset's protocol);
   features L1..L5     — one pass computing every layer's features (evaluation, frozen fine-tuning);
   evaluate L5         — an end-to-end classifier's forward pass.
-Synthetic CIFAR-shaped images; the ratios printed at the end compare the stages with plain evaluation.
+Synthetic CIFAR-shaped images; the ratios printed at the end compare the stages with plain evaluation, and the
+last lines the channels-last memory layout the pipeline uses (``lagani.FAST_LAYOUT``) with PyTorch's default.
 
     python benchmarks/bench_pipeline.py [--images 512] [--device cpu|cuda] [--threads N]
 """
@@ -60,6 +62,9 @@ def main() -> None:
         config = FinetuneConfig(epochs=1)
         rates[f"finetune L{layer} end to end"] = len(labelled) / timed(
             lambda: lagani.finetune(net, layer, labelled, config, device=device, progress=False))
+    rates["finetune L3 end to end, augmented"] = len(labelled) / timed(
+        lambda: lagani.finetune(net, 3, labelled, FinetuneConfig(epochs=1, augment=True), device=device,
+                                progress=False))
     (_, features), = lagani.layer_features(net, labelled, (1,), device=device)
     rates["head L1 on fixed features"] = len(labelled) / timed(
         lambda: lagani.train_head(features, labelled.labels, FinetuneConfig(epochs=1, frozen=True), device=device,
@@ -71,6 +76,16 @@ def main() -> None:
     width = max(map(len, rates))
     for name, rate in rates.items():
         print(f"{name:<{width}}  {rate:9.0f} images/s   {reference / rate:6.1f}× the cost of evaluation")
+    layouts = {}
+    for layout in (torch.contiguous_format, lagani.FAST_LAYOUT):  # ends with the pipeline's own layout set
+        lagani.FAST_LAYOUT = layout
+        model = classifier.to(memory_format=layout)
+        layouts[layout] = (n / timed(lambda: lagani.evaluate(model, images, device=device)),
+                           len(labelled) / timed(lambda: lagani.finetune(net, 3, labelled, FinetuneConfig(epochs=1),
+                                                                          device=device, progress=False)))
+    (plain_eval, plain_train), (fast_eval, fast_train) = layouts.values()
+    print(f"channels-last vs default layout: evaluate L5 {fast_eval / plain_eval:.2f}×, "
+          f"finetune L3 {fast_train / plain_train:.2f}× the images/s")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ Methods (``METHODS``):
 * ``supervised``: no pre-training; the cut network is trained end to end on the labelled images.
 
 Fine-tuning (:func:`finetune`) trains the cut network end to end by SGD on the labelled subset (the paper's
-protocol), or, with ``FinetuneConfig(frozen=True)``, only the classifier on fixed features (CPU-sized).
+protocol; optionally with flips and crops, ``augment=True``), or, with ``FinetuneConfig(frozen=True)``, only
+the classifier on fixed features (cheapest). Networks run in the channels-last memory layout (``FAST_LAYOUT``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 import torch
@@ -221,7 +222,10 @@ class FinetuneConfig:
 
     SGD with ``momentum`` and ``weight_decay``; the learning rate is multiplied by ``lr_decay`` at the start of
     every epoch from ``decay_from`` (0-based: 10 → epochs 10..19 of 20 halve it). ``frozen``: train only the
-    classifier on fixed features (much cheaper; not the paper's protocol).
+    classifier on fixed features (much cheaper; not the paper's protocol). ``augment``: random horizontal flips
+    and random crops of the reflect-padded labelled images (:func:`augment`; end-to-end fine-tuning only, since
+    fixed features are computed once). ``min_steps``: small labelled sets train for a whole multiple of the
+    epochs that gives at least this many SGD steps (:meth:`stretched`).
     """
 
     epochs: int = 20
@@ -233,6 +237,8 @@ class FinetuneConfig:
     lr_decay: float = 0.5
     dropout: float = 0.5
     frozen: bool = False
+    augment: bool = False
+    min_steps: int = 0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -244,6 +250,16 @@ class FinetuneConfig:
             raise ValueError("weight_decay must be >= 0, lr_decay in (0, 1] and decay_from >= 0")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
+        if isinstance(self.min_steps, bool) or not isinstance(self.min_steps, int) or self.min_steps < 0:
+            raise ValueError(f"min_steps must be an integer >= 0, got {self.min_steps!r}")
+
+    def stretched(self, num_labelled: int) -> FinetuneConfig:
+        """The schedule for ``num_labelled`` images: epochs and ``decay_from`` times the smallest whole factor
+        ``k`` that reaches ``min_steps`` SGD steps, each decay step ``lr_decay ** (1/k)`` (same overall decay)."""
+        steps = self.epochs * math.ceil(num_labelled / self.batch_size)
+        factor = max(1, math.ceil(self.min_steps / steps)) if steps else 1
+        return replace(self, epochs=self.epochs * factor, decay_from=self.decay_from * factor,
+                       lr_decay=self.lr_decay ** (1 / factor), min_steps=0)
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate of 0-based ``epoch``."""
@@ -253,6 +269,14 @@ class FinetuneConfig:
 # ------------------------------------------------------------------------------------- data helpers
 
 
+FAST_LAYOUT = torch.channels_last  # convolutions on (N, H, W, C) memory run faster on CPUs (and on GPUs)
+
+
+def as_input(x: Tensor) -> Tensor:
+    """``x`` in the layout the networks run fastest on: channels-last for image-shaped tensors."""
+    return x.contiguous(memory_format=FAST_LAYOUT) if x.dim() == 4 else x
+
+
 def batches(
     images: ImageSet, batch_size: int, device: torch.device, order: Tensor | None = None
 ) -> Iterator[tuple[Tensor, Tensor]]:
@@ -260,7 +284,24 @@ def batches(
     index = torch.arange(len(images)) if order is None else order
     for start in range(0, len(index), batch_size):
         part = images.subset(index[start : start + batch_size])
-        yield part.float(device), part.labels.to(device)
+        yield as_input(part.float(device)), part.labels.to(device)
+
+
+CROP_PADDING = 4
+
+
+def augment(x: Tensor, generator: torch.Generator) -> Tensor:
+    """Flip each image horizontally with probability 1/2, then crop it back to its size at a random offset
+    from its ``CROP_PADDING``-pixel reflect padding (the usual CIFAR-10 augmentation)."""
+    n, channels, height, width = x.shape
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+    padded = F.pad(x, (CROP_PADDING,) * 4, mode="reflect")
+    dy, dx = torch.randint(0, 2 * CROP_PADDING + 1, (2, n, 1), generator=generator)
+    rows = (dy + torch.arange(height)).to(x.device)[:, None, :, None]
+    cols = (dx + torch.arange(width)).to(x.device)[:, None, None, :]
+    return padded[torch.arange(n, device=x.device)[:, None, None, None],
+                  torch.arange(channels, device=x.device)[None, :, None, None], rows, cols]
 
 
 def _count(epochs: float, num: int, batch_size: int) -> int:
@@ -320,7 +361,7 @@ def pretrain(
     check_method(method)
     device = resolve_device(device)
     generator = seed_everything(seed)
-    net = LaganiNet(width=width).to(device)
+    net = LaganiNet(width=width).to(device, memory_format=FAST_LAYOUT)
     if config.num_images is not None:
         images = images.subset(slice(0, config.num_images))
     if method in HEBBIAN_METHODS:
@@ -333,11 +374,10 @@ def pretrain(
     return net.eval()
 
 
-def _lower(net: LaganiNet, layer: int, x: Tensor) -> Tensor:
-    """Input of block ``layer`` (1-based) from the frozen blocks below it."""
-    for block in net.blocks[: layer - 1]:
-        x = block(x)
-    return net.blocks[layer - 1].prepare(x)
+def _block_input(images: ImageSet, below: Tensor | None, index: Tensor, device: torch.device) -> Tensor:
+    """Batch ``index`` of a block's input: standardised images for block 1, else the stored outputs of the
+    block below (kept on the CPU)."""
+    return as_input(images.subset(index).float(device) if below is None else below[index].to(device))
 
 
 def _pretrain_hebbian(
@@ -350,8 +390,11 @@ def _pretrain_hebbian(
     progress: bool | None,
     checkpoint: Checkpoint | None,
 ) -> None:
+    """Train the blocks one after the other. The outputs of the finished blocks are computed once per block
+    and stored (on the CPU), so every Hebbian step costs only the plastic block's forward pass and update."""
     competitive = isinstance(rule, CosineCompetitive)
     per_checkpoint = _count(1 / config.checkpoints_per_epoch, len(images), config.batch_size)
+    below: Tensor | None = None
     for layer, block in enumerate(net.blocks, start=1):
         plastic = block.layer
         with torch.no_grad():
@@ -367,9 +410,7 @@ def _pretrain_hebbian(
         total = _count(config.epochs, len(images), config.batch_size)
         for step, index in enumerate(tqdm(steps, total=total, desc=f"{rule.__class__.__name__} L{layer}",
                                           disable=not _default_progress(progress), leave=False), start=1):
-            x, _ = next(batches(images.subset(index), len(index), device))
-            with torch.no_grad():
-                x = _lower(net, layer, x)
+            x = block.prepare(_block_input(images, below, index, device))
             if optimizer is None:  # dimensionless step: scaled by the input's power (HPCA)
                 lr = config.lr if competitive else config.lr / patch_norms(x, plastic.weight).square().mean().item()
                 optimizer = torch.optim.SGD([plastic.weight], lr=lr)
@@ -387,9 +428,29 @@ def _pretrain_hebbian(
                 checkpoint(net, layer, step * config.batch_size / len(images))
         plastic.plastic = False
         plastic.weight.grad = None
-        set_batchnorm_statistics(net, layer, images, config.batch_size, device)
+        below = _settle(block, images, below, config.batch_size, device, keep_outputs=layer < len(net.blocks))
         if checkpoint is not None:
             checkpoint(net, layer, config.epochs)
+
+
+@torch.no_grad()
+def _settle(block: Block, images: ImageSet, below: Tensor | None, batch_size: int, device: torch.device,
+            keep_outputs: bool) -> Tensor | None:
+    """Set a trained block's BN statistics to the average of its batch statistics over all inputs (as
+    :func:`set_batchnorm_statistics`) and return its outputs for every image (CPU), if ``keep_outputs``."""
+    chunks = torch.arange(len(images)).split(max(batch_size, 256))
+    norm = block.norm
+    norm.reset_running_stats()
+    momentum, norm.momentum = norm.momentum, None  # cumulative average
+    block.eval()
+    norm.train()
+    for index in chunks:
+        block(_block_input(images, below, index, device))
+    norm.momentum = momentum
+    block.eval()
+    if not keep_outputs:
+        return None
+    return torch.cat([block(_block_input(images, below, index, device)).cpu() for index in chunks])
 
 
 @torch.no_grad()
@@ -479,13 +540,14 @@ def layer_features(
     device = resolve_device(device)
     for layer in layers:
         check_layer(layer)
-    net = net.to(device).eval()
+    net = net.to(device, memory_format=FAST_LAYOUT).eval()
     current = None
     for layer, block in enumerate(net.blocks[: max(layers)], start=1):
         if current is None:
             outputs = [block(x) for x, _ in batches(images, batch_size, device)]
         else:
-            outputs = [block(current[i : i + batch_size].to(device)) for i in range(0, len(current), batch_size)]
+            outputs = [block(as_input(current[i : i + batch_size].to(device)))
+                       for i in range(0, len(current), batch_size)]
         current = torch.cat([o.cpu() for o in outputs])
         if layer in layers:
             yield layer, current.flatten(1)
@@ -506,6 +568,7 @@ def _train(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     history = []
+    config = config.stretched(len(labels))
     has_batchnorm1d = any(isinstance(m, nn.BatchNorm1d) for m in model.modules())
     for epoch in tqdm(range(config.epochs), desc=desc, disable=not _default_progress(progress), leave=False):
         for group in optimizer.param_groups:
@@ -516,7 +579,9 @@ def _train(
         for start in range(0, len(order), config.batch_size):
             index = order[start : start + config.batch_size]
             if isinstance(inputs, ImageSet):
-                x = inputs.subset(index).float(device)
+                x = as_input(inputs.subset(index).float(device))
+                if config.augment:
+                    x = as_input(augment(x, generator))
             else:
                 x = inputs[index].to(device)
             y = labels[index].to(device)
@@ -575,7 +640,7 @@ def finetune(
     check_layer(layer)
     device = resolve_device(device)
     generator = seed_everything(seed)
-    classifier = Classifier(net, layer, config.dropout).to(device)
+    classifier = Classifier(net, layer, config.dropout).to(device, memory_format=FAST_LAYOUT)
     if config.frozen:
         features = next(layer_features(net, labelled, (layer,), device=device))[1]
         val_features = None if val is None else (next(layer_features(net, val, (layer,), device=device))[1], val.labels)

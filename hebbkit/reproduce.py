@@ -31,6 +31,8 @@ from .utils import append_record, atomic_path, check_positive, lookup, read_reco
 RESULTS_FILE = "results.jsonl"
 CONVERGENCE_FILE = "convergence.csv"
 DEFAULT_CACHE = Path.home() / ".cache" / "hebbkit" / "weights"
+# the Hebbian-convergence probe: a dropout + linear classifier on the fixed features of a partly trained net
+PROBE_HEAD = FinetuneConfig(epochs=10, decay_from=5, lr=3e-4, frozen=True)
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class Preset:
     pretrain: PretrainConfig
     finetune: FinetuneConfig
     width: float = 1.0
-    probe_regime: float = 10.0  # labelled subset of the Hebbian-convergence probe (a frozen linear head)
+    probe_regime: float = 10.0  # labelled subset of the Hebbian-convergence probe (a linear head, PROBE_HEAD)
     probe_val: int = 2000  # validation images of that probe (0 = no Hebbian convergence data)
 
     def __post_init__(self) -> None:
@@ -68,11 +70,12 @@ PRESETS: dict[str, Preset] = {
         FinetuneConfig(epochs=2, batch_size=32, decay_from=1, frozen=True),
         width=0.125, probe_regime=50.0, probe_val=40,
     ),
-    # a CPU-sized reproduction: 1 seed, frozen features, 10k images for pre-training; random = frozen random net
+    # a CPU-sized reproduction: 1 seed, all 40,000 images for pre-training (1 epoch), end-to-end fine-tuning for
+    # 8 epochs (the paper: 20; at least 250 steps for the small subsets) with flips and crops of the labelled images
     "quick": Preset(
-        "quick", ("hpca", "softwta", "vae", "random"), (1.0, 5.0, 10.0), (1, 2, 3, 4, 5), 1,
-        PretrainConfig(epochs=1, batch_size=16, lr=1.0, num_images=10_000, vae_epochs=1, checkpoints_per_epoch=2),
-        FinetuneConfig(epochs=10, decay_from=5, lr=3e-4, frozen=True),
+        "quick", ("hpca", "softwta", "vae"), (1.0, 5.0, 10.0), (1, 2, 3, 4, 5), 1,
+        PretrainConfig(epochs=1, batch_size=16, lr=1.0, vae_epochs=1, checkpoints_per_epoch=2),
+        FinetuneConfig(epochs=8, decay_from=4, augment=True, min_steps=250),
         probe_regime=2.0, probe_val=1000,
     ),
     # the paper's protocol: all images, end-to-end fine-tuning, 5 seeds (GPU-sized)
@@ -151,12 +154,11 @@ def pretrained(
 
 def _probe_checkpoint(method, seed, probe, preset, device, rows):
     labelled, val = probe
-    config = replace(preset.finetune, frozen=True)
 
     def checkpoint(net: lagani.LaganiNet, layer: int, epochs: float) -> None:
         (_, train_x), = lagani.layer_features(net, labelled, (layer,), device=device)
         (_, val_x), = lagani.layer_features(net, val, (layer,), device=device)
-        head, _ = lagani.train_head(train_x, labelled.labels, config, seed=seed, device=device, progress=False)
+        head, _ = lagani.train_head(train_x, labelled.labels, PROBE_HEAD, seed=seed, device=device, progress=False)
         rows.append({"curve": "hebbian", "method": method, "seed": seed, "layer": layer, "epoch": epochs,
                      "regime": preset.probe_regime, "val_accuracy": lagani.accuracy(head, val_x, val.labels,
                                                                                    device=device)})
@@ -240,7 +242,8 @@ def _key(record: dict) -> tuple:
 
 def _finetune_all(net, method, seed, todo, train, val, test, subsets, preset, device, progress):
     """Yield one record per (regime, layer) in ``todo``. Only the largest regime of the preset records the
-    validation accuracy after every epoch (the SGD convergence curve); the others are scored at the end."""
+    validation accuracy after every epoch (the SGD convergence curve; end to end, on the first ``probe_val``
+    validation images); the others are scored at the end."""
     config = preset.finetune
     frozen = method == "random" or (config.frozen and method != "supervised")
     config = replace(config, frozen=frozen)
@@ -266,7 +269,8 @@ def _finetune_all(net, method, seed, todo, train, val, test, subsets, preset, de
     for regime, layer in todo:
         start = time.perf_counter()
         classifier, history = lagani.finetune(
-            net, layer, train.subset(subsets[regime]), config, seed=seed, val=val if regime == curve_regime else None,
+            net, layer, train.subset(subsets[regime]), config, seed=seed,
+            val=val.subset(slice(0, preset.probe_val or len(val))) if regime == curve_regime else None,
             device=device, progress=progress)
         predictions = {"val": lagani.predict(classifier, val, device=device)}
         if test is not None:
@@ -459,7 +463,7 @@ def write_outputs(results: pd.DataFrame, out: str | Path, figures: str | Path | 
 def add_parser(commands) -> None:
     """Add ``hebbkit reproduce`` to the CLI's subcommands."""
     parser = commands.add_parser("reproduce", help="reproduce Lagani's Table 1 (Hebbian semi-supervised CIFAR-10)")
-    parser.add_argument("--preset", default="quick", help="smoke, quick (CPU, ~30 min) or paper (default: quick)")
+    parser.add_argument("--preset", default="quick", help="smoke, quick (CPU, ~1 h on 2 cores) or paper (default: quick)")
     parser.add_argument("--methods", nargs="+", help=f"any of {', '.join(lagani.METHODS)}")
     parser.add_argument("--regimes", nargs="+", type=float, help="labelled percentages in (0, 100]")
     parser.add_argument("--layers", nargs="+", type=int, help="layers in 1..5")

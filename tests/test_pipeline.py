@@ -127,6 +127,18 @@ def test_batchnorm_statistics_are_the_exact_average_over_the_images(data):
     assert torch.allclose(norm.running_mean, pre.mean((0, 2, 3)), atol=1e-4)
 
 
+def test_stored_block_outputs_give_the_same_deeper_blocks_as_the_full_network(data):
+    """Pre-training stores each finished block's outputs; the statistics of a deep block equal a pass of the
+    images through the whole network, and so do the features."""
+    net = pretrain("hpca", data.train, PretrainConfig(epochs=0.5, batch_size=50), width=WIDTH, progress=False)
+    stored = [(b.norm.running_mean.clone(), b.norm.running_var.clone()) for b in net.blocks]
+    for layer in lagani.LAYERS:
+        set_batchnorm_statistics(net, layer, data.train, 64, torch.device("cpu"))
+        mean, var = stored[layer - 1]
+        assert torch.allclose(net.blocks[layer - 1].norm.running_mean, mean, atol=1e-4)
+        assert torch.allclose(net.blocks[layer - 1].norm.running_var, var, rtol=1e-4, atol=1e-5)
+
+
 def test_checkpoints_report_every_block(data):
     seen = []
     config = PretrainConfig(epochs=1, batch_size=50, checkpoints_per_epoch=2)
@@ -157,6 +169,34 @@ def test_learning_rate_schedule_halves_from_epoch_ten():
     config = FinetuneConfig()
     assert [config.lr_at(e) for e in (0, 9)] == [1e-3, 1e-3]
     assert config.lr_at(10) == pytest.approx(5e-4) and config.lr_at(19) == pytest.approx(1e-3 / 2**10)
+
+
+def test_augment_flips_and_crops_each_image_independently():
+    x = torch.arange(6 * 2 * 7 * 7, dtype=torch.float32).view(6, 2, 7, 7)
+    out = lagani.augment(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    again = lagani.augment(x, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    pad = lagani.CROP_PADDING
+    views = []
+    for image, augmented in zip(x, out):  # each output is one crop of the padded image or of its mirror
+        matches = [(flip, i, j) for flip in (False, True) for i in range(2 * pad + 1) for j in range(2 * pad + 1)
+                   if torch.equal(torch.nn.functional.pad((image.flip(2) if flip else image)[None], (pad,) * 4,
+                                                          mode="reflect")[0, :, i : i + 7, j : j + 7], augmented)]
+        assert matches
+        views.append(matches[0])
+    assert len(set(views)) > 1  # not one shift for the whole batch
+
+
+def test_small_subsets_train_for_at_least_min_steps_with_the_same_overall_decay():
+    config = FinetuneConfig(epochs=8, batch_size=64, decay_from=4, min_steps=250)
+    small = config.stretched(400)  # 7 steps an epoch: 56 steps, stretched 5×
+    assert (small.epochs, small.decay_from) == (40, 20)
+    assert small.epochs * math.ceil(400 / 64) >= 250
+    assert small.lr_at(small.epochs - 1) == pytest.approx(config.lr_at(config.epochs - 1))
+    assert config.stretched(4000) == replace(config, min_steps=0)  # 504 steps already
+    with pytest.raises(ValueError, match="min_steps must be an integer >= 0"):
+        FinetuneConfig(min_steps=-1)
 
 
 def test_end_to_end_finetuning_learns_and_is_deterministic(data):
