@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
@@ -423,8 +424,9 @@ def _pretrain_hebbian(
                 with torch.no_grad():
                     unit_norm_(plastic.weight)
             if checkpoint is not None and step % per_checkpoint == 0 and step < total:
-                set_batchnorm_statistics(net, layer, images.subset(slice(0, PROBE_STATISTICS)), config.batch_size,
-                                         device)
+                first = slice(0, PROBE_STATISTICS)
+                _settle(block, images.subset(first), None if below is None else below[first], config.batch_size,
+                        device, keep_outputs=False)
                 checkpoint(net, layer, step * config.batch_size / len(images))
         plastic.plastic = False
         plastic.weight.grad = None
@@ -439,15 +441,9 @@ def _settle(block: Block, images: ImageSet, below: Tensor | None, batch_size: in
     """Set a trained block's BN statistics to the average of its batch statistics over all inputs (as
     :func:`set_batchnorm_statistics`) and return its outputs for every image (CPU), if ``keep_outputs``."""
     chunks = torch.arange(len(images)).split(max(batch_size, 256))
-    norm = block.norm
-    norm.reset_running_stats()
-    momentum, norm.momentum = norm.momentum, None  # cumulative average
-    block.eval()
-    norm.train()
-    for index in chunks:
-        block(_block_input(images, below, index, device))
-    norm.momentum = momentum
-    block.eval()
+    with _averaging_statistics(block, block.norm):
+        for index in chunks:
+            block(_block_input(images, below, index, device))
     if not keep_outputs:
         return None
     return torch.cat([block(_block_input(images, below, index, device)).cpu() for index in chunks])
@@ -458,15 +454,24 @@ def set_batchnorm_statistics(
     net: LaganiNet, layer: int, images: ImageSet, batch_size: int, device: torch.device
 ) -> None:
     """Set block ``layer``'s BN running statistics to the average of its batch statistics over ``images``."""
-    norm = net.blocks[layer - 1].norm
+    with _averaging_statistics(net, net.blocks[layer - 1].norm):
+        for x, _ in batches(images, max(batch_size, 256), device):
+            net.features(x, layer)
+
+
+@contextmanager
+def _averaging_statistics(model: nn.Module, norm: nn.modules.batchnorm._BatchNorm) -> Iterator[None]:
+    """Within the block, ``model`` runs in eval mode except ``norm``, whose running statistics restart and
+    become the plain average of the batch statistics it sees; ``model`` is back in eval mode after."""
     norm.reset_running_stats()
     momentum, norm.momentum = norm.momentum, None  # cumulative average
-    net.eval()
+    model.eval()
     norm.train()
-    for x, _ in batches(images, max(batch_size, 256), device):
-        net.features(x, layer)
-    norm.momentum = momentum
-    net.eval()
+    try:
+        yield
+    finally:
+        norm.momentum = momentum
+        model.eval()
 
 
 class VAE(nn.Module):
