@@ -40,16 +40,23 @@ def lookup(parameter: str, name: str | T, table: Mapping[str, T]) -> T:
     return table[check_choice(parameter, name, table)]
 
 
+DEVICE_VARIABLE = "HEBBKIT_DEVICE"  # e.g. "cpu" to keep a GPU machine's runs on the CPU
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``"auto"``/``None`` → CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    """``"auto"``/``None`` → ``$HEBBKIT_DEVICE`` when set, else CUDA when available, else CPU; anything else is
+    passed to ``torch.device``."""
+    parameter = "device"
     if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not os.environ.get(DEVICE_VARIABLE):
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        parameter, device = DEVICE_VARIABLE, os.environ[DEVICE_VARIABLE]
     try:
         resolved = torch.device(device)
     except RuntimeError as error:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from error
+        raise ValueError(f"{parameter} must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from error
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for, but CUDA is not available here; use 'cpu' or 'auto'")
+        raise ValueError(f"{parameter}={device!r} asks for CUDA, which is not available here; use 'cpu' or 'auto'")
     return resolved
 
 

@@ -1,8 +1,15 @@
-"""Shared fixtures. Tests that need the real CIFAR-10 npz skip when ../shared/data is absent."""
+"""Shared fixtures. Tests that need the real CIFAR-10 npz skip when ../shared/data is absent.
 
+The suite runs on the CPU even where a GPU is present (``device="auto"`` follows ``HEBBKIT_DEVICE``), so that
+its exact-equality and determinism checks hold everywhere; tests/test_device.py runs the CUDA path explicitly.
+"""
+
+import os
 from pathlib import Path
 
 import pytest
+
+os.environ.setdefault("HEBBKIT_DEVICE", "cpu")
 
 SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10.npz"
 
