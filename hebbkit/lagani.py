@@ -546,14 +546,10 @@ def layer_features(
     for layer in layers:
         check_layer(layer)
     net = net.to(device, memory_format=FAST_LAYOUT).eval()
+    chunks = torch.arange(len(images)).split(batch_size)
     current = None
     for layer, block in enumerate(net.blocks[: max(layers)], start=1):
-        if current is None:
-            outputs = [block(x) for x, _ in batches(images, batch_size, device)]
-        else:
-            outputs = [block(as_input(current[i : i + batch_size].to(device)))
-                       for i in range(0, len(current), batch_size)]
-        current = torch.cat([o.cpu() for o in outputs])
+        current = torch.cat([block(_block_input(images, current, index, device)).cpu() for index in chunks])
         if layer in layers:
             yield layer, current.flatten(1)
 
@@ -584,9 +580,8 @@ def _train(
         for start in range(0, len(order), config.batch_size):
             index = order[start : start + config.batch_size]
             if isinstance(inputs, ImageSet):
-                x = as_input(inputs.subset(index).float(device))
-                if config.augment:
-                    x = as_input(augment(x, generator))
+                x = inputs.subset(index).float(device)
+                x = as_input(augment(x, generator) if config.augment else x)
             else:
                 x = inputs[index].to(device)
             y = labels[index].to(device)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HEBBKIT_DEVICE", "cpu")
+from hebbkit.utils import DEVICE_VARIABLE
+
+os.environ.setdefault(DEVICE_VARIABLE, "cpu")
 
 SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10.npz"
 
