@@ -15,6 +15,11 @@ so each rule is a post-synaptic factor plus a decay term, and it exists in two f
 * Miconi's loss form (``hebb_loss``, ...): a scalar ``L(W)`` with ``∇_W L = −ΔW`` exactly, the
   post-synaptic factor and decay detached, so autograd plus any optimizer performs the rule.
 
+Every rule class has the same protocol: ``update(x, weight, y, scale=..., **geometry)`` (the direct form),
+``loss(y, weight, x=None, **geometry)`` (the loss form; ``x`` is needed by rules whose post-synaptic factor
+depends on the input, such as :class:`SoftWTA`'s cosine) and ``unit_norm`` (whether the rule expects its
+units renormalised to ‖w‖ = 1 after every step).
+
 The correlation ``Rᵀ X`` of a convolution is computed with ``torch.nn.grad.conv2d_weight`` (no patch
 matrix is ever materialised); decays come from sums of responses.
 """
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +69,20 @@ def check_finite(name: str, tensor: Tensor) -> None:
         raise ValueError(f"{name} must be finite: it contains NaN or Inf values")
 
 
-def _check_pair(x: Tensor, weight: Tensor, post: Tensor | None = None) -> None:
+def _pair(value: IntPair) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def _conv_output_size(x: Tensor, weight: Tensor, stride: IntPair = 1, padding: IntPair = 0,
+                      dilation: IntPair = 1) -> tuple[int, int]:
+    """(H', W') of ``conv2d(x, weight)`` with this geometry."""
+    return tuple(
+        (size + 2 * p - d * (k - 1) - 1) // s + 1
+        for size, k, s, p, d in zip(x.shape[2:], weight.shape[2:], _pair(stride), _pair(padding), _pair(dilation))
+    )
+
+
+def _check_pair(x: Tensor, weight: Tensor, post: Tensor | None = None, geometry: dict | None = None) -> None:
     if weight.dim() not in (2, 4):
         raise ValueError(f"weight must be 2-D (K, D) or 4-D (K, C, kh, kw), got shape {tuple(weight.shape)}")
     if x.dtype != weight.dtype:
@@ -75,12 +93,19 @@ def _check_pair(x: Tensor, weight: Tensor, post: Tensor | None = None) -> None:
             f"x must have shape {want} with {weight.shape[1]} features/channels to match weight "
             f"{tuple(weight.shape)}, got x of shape {tuple(x.shape)}"
         )
-    if post is not None and (post.dim() != x.dim() or post.shape[:2] != (x.shape[0], weight.shape[0])):
-        raise ValueError(
-            f"post-synaptic factor must have shape (N={x.shape[0]}, K={weight.shape[0]}, ...), "
-            f"got {tuple(post.shape)}"
-        )
+    if x.shape[0] == 0:
+        raise ValueError(f"x holds no samples (shape {tuple(x.shape)}): a rule needs a batch of at least one")
+    if post is not None:
+        want = (x.shape[0], weight.shape[0])
+        if weight.dim() == 4:
+            want += _conv_output_size(x, weight, **(geometry or {}))
+        if tuple(post.shape) != want:
+            raise ValueError(
+                f"post-synaptic factor must have shape {want} ({'N, K, H_out, W_out' if weight.dim() == 4 else 'N, K'}) "
+                f"for x {tuple(x.shape)} and weight {tuple(weight.shape)}, got {tuple(post.shape)}"
+            )
     check_finite("x", x)
+    check_finite("weight", weight)
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -126,6 +151,11 @@ def _update(x: Tensor, weight: Tensor, post: Tensor, decay: Tensor | None, geome
 
 def _loss(y: Tensor, weight: Tensor, post: Tensor, decay: Tensor | None) -> Tensor:
     """``−(1/M)[Σ R⊙y − Σ W⊙decay]`` with ``R`` and ``decay`` constants: its gradient is ``−ΔW``."""
+    if y.dim() < 2 or y.shape[1] != weight.shape[0] or post.shape != y.shape:
+        raise ValueError(
+            f"the loss form needs responses y of shape (N, K={weight.shape[0]}, ...) and a post-synaptic factor "
+            f"of the same shape, got y {tuple(y.shape)}, factor {tuple(post.shape)}, weight {tuple(weight.shape)}"
+        )
     total = (post.detach() * y).sum()
     if decay is not None:
         total = total - (weight * decay.detach()).sum()
@@ -188,7 +218,7 @@ def hebb(x: Tensor, weight: Tensor, y: Tensor, *, scale: float = 1.0, **geometry
 
     No decay term, so ``‖w‖`` grows without bound: the reason for the rules below.
     """
-    _check_pair(x, weight, y)
+    _check_pair(x, weight, y, geometry)
     return _update(x, weight, y, None, geometry, scale)
 
 
@@ -199,14 +229,14 @@ def instar(x: Tensor, weight: Tensor, r: Tensor, *, scale: float = 1.0, **geomet
     unit moves towards the inputs it wins, so with hard WTA it converges to a cluster centroid.
     Decay: ``(Σ_n r_ni) w_i``.
     """
-    _check_pair(x, weight, r)
+    _check_pair(x, weight, r, geometry)
     return _update(x, weight, r, _unit_decay(weight, _unit_sums(r)), geometry, scale)
 
 
 def oja(x: Tensor, weight: Tensor, y: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
     """Oja's rule: ``Δw_i = ⟨y_i (x − y_i w_i)⟩``; a single unit converges to the first principal
     component with ``‖w‖ = 1``. Decay: ``(Σ_n y_ni²) w_i``."""
-    _check_pair(x, weight, y)
+    _check_pair(x, weight, y, geometry)
     return _update(x, weight, y, _unit_decay(weight, _unit_sums(y.square())), geometry, scale)
 
 
@@ -218,10 +248,48 @@ def hpca(x: Tensor, weight: Tensor, fy: Tensor, *, scale: float = 1.0, **geometr
     Each unit minimises the reconstruction error left by the units before it; with ``f`` the identity
     the units converge to the top-K principal components, in order. ``fy`` is ``f(y)``.
     """
-    _check_pair(x, weight, fy)
+    _check_pair(x, weight, fy, geometry)
     if weight.dim() == 2 and not _gram_is_cheaper(*fy.shape, weight.shape[1]):
         return _hpca_blocked(x, fy, weight).mul_(scale / fy.shape[0])
     return _update(x, weight, fy, _hpca_decay(fy, weight), geometry, scale)
+
+
+def patch_norms(x: Tensor, weight: Tensor, stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1) -> Tensor:
+    """Euclidean norm of every input patch a unit sees: (N, 1) for linear, (N, 1, H', W') for conv."""
+    if weight.dim() == 2:
+        return x.norm(dim=1, keepdim=True)
+    ones = torch.ones(1, *weight.shape[1:], dtype=x.dtype, device=x.device)
+    return F.conv2d(x.square(), ones, None, stride, padding, dilation).sqrt()
+
+
+def cosine(x: Tensor, weight: Tensor, y: Tensor, **geometry) -> Tensor:
+    """``cos(w_i, x_n) = y_ni / (‖x_n‖ ‖w_i‖)`` from the responses ``y = x Wᵀ`` (a zero norm counts as 1)."""
+    unit = weight.flatten(1).norm(dim=1)
+    unit = torch.where(unit == 0, 1.0, unit).view(1, -1, *[1] * (y.dim() - 2))
+    patch = patch_norms(x, weight, **geometry)
+    return y / (torch.where(patch == 0, 1.0, patch) * unit)
+
+
+def _unit_shares(r: Tensor, weight: Tensor) -> Tensor:
+    """``Σ_n r_ni`` per unit, shaped to scale ``weight``; 1 where a unit has no share (its update is 0)."""
+    sums = _unit_sums(r)
+    return torch.where(sums == 0, 1.0, sums).view(-1, *[1] * (weight.dim() - 1))
+
+
+def weighted_instar(x: Tensor, weight: Tensor, r: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
+    """Instar with Lagani's weighted-average reduction:
+
+        ``Δw_i = Σ_n r_ni² (x_n − w_i) / Σ_n r_ni``,
+
+    the per-sample updates ``r_ni (x_n − w_i)`` averaged with weights ``r_ni / Σ_n r_ni``, so a unit that wins
+    little also moves little. Post-synaptic factor ``r²``, decay ``(Σ_n r_ni²) w_i``, then each unit divided
+    by its share ``Σ_n r_ni`` (instead of the sample count).
+    """
+    _check_pair(x, weight, r, geometry)
+    squared = r.square()
+    delta = _update(x, weight, squared, _unit_decay(weight, _unit_sums(squared)), geometry,
+                    scale * _num_samples(r))
+    return delta.div_(_unit_shares(r, weight))
 
 
 # ----------------------------------------------------------------------------------- loss forms
@@ -249,6 +317,15 @@ def hpca_loss(y: Tensor, weight: Tensor, fy: Tensor) -> Tensor:
     return _loss(y, weight, post, _hpca_decay(post, weight.detach()))
 
 
+def weighted_instar_loss(y: Tensor, weight: Tensor, r: Tensor) -> Tensor:
+    """``L = −Σ_i (1/S_i) [Σ_n r̄_ni² y_ni − ½ (Σ_n r̄_ni²) ‖w_i‖²]`` with ``S_i = Σ_n r̄_ni`` (as ``w·w̄``):
+    ``−∇_W L`` is the :func:`weighted_instar` update."""
+    r = r.detach()
+    shares = _unit_shares(r, weight).view(1, -1, *[1] * (r.dim() - 2))
+    post = r.square() / shares * _num_samples(r)
+    return _loss(y, weight, post, _unit_decay(weight.detach(), _unit_sums(post)))
+
+
 # ------------------------------------------------------------------------------------- competitions
 
 
@@ -260,10 +337,14 @@ def wta(y: Tensor) -> Tensor:
 def soft_wta(y: Tensor, temperature: float) -> Tensor:
     """Soft winner-take-all ``r = softmax(y / T)`` over units (dim 1).
 
-    ``T → 0`` gives hard WTA, ``T → ∞`` uniform responsibility; stable for T in [1e-3, 1e3] because
-    softmax subtracts the maximum before exponentiating.
+    ``T → 0`` gives hard WTA (ties share), ``T → ∞`` uniform responsibility. Finite for every ``T > 0``: the
+    maximum is subtracted before dividing, and half-precision inputs are computed in float32.
     """
-    return torch.softmax(y / check_temperature(temperature), dim=1)
+    check_temperature(temperature)
+    work = y if y.dtype in (torch.float32, torch.float64) else y.float()
+    shifted = work - work.amax(1, keepdim=True)
+    scaled = torch.where(shifted == 0, 0.0, shifted / temperature)  # 0/T stays 0 even where T underflows
+    return torch.softmax(scaled, dim=1).to(y.dtype)
 
 
 def kwta(y: Tensor, k: int) -> Tensor:
@@ -302,10 +383,12 @@ def apply_update(weight: Tensor, delta: Tensor, lr: float) -> None:
 class Hebb:
     """Plain Hebb, ``Δw_i = ⟨y_i x⟩``."""
 
+    unit_norm: ClassVar[bool] = False
+
     def update(self, x: Tensor, weight: Tensor, y: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
         return hebb(x, weight, y, scale=scale, **geometry)
 
-    def loss(self, y: Tensor, weight: Tensor) -> Tensor:
+    def loss(self, y: Tensor, weight: Tensor, x: Tensor | None = None, **geometry) -> Tensor:
         return hebb_loss(y, weight)
 
 
@@ -313,10 +396,12 @@ class Hebb:
 class Oja:
     """Oja's rule, ``Δw_i = ⟨y_i (x − y_i w_i)⟩``."""
 
+    unit_norm: ClassVar[bool] = False
+
     def update(self, x: Tensor, weight: Tensor, y: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
         return oja(x, weight, y, scale=scale, **geometry)
 
-    def loss(self, y: Tensor, weight: Tensor) -> Tensor:
+    def loss(self, y: Tensor, weight: Tensor, x: Tensor | None = None, **geometry) -> Tensor:
         return oja_loss(y, weight)
 
 
@@ -327,6 +412,8 @@ class Competitive:
     ``competition``: ``"wta"`` (hard), ``"soft"`` (``r = softmax(y/T)``, Lagani's soft-WTA), ``"kwta"``
     (the ``k`` largest win), or ``"none"`` (``r = y``, Grossberg's instar).
     """
+
+    unit_norm: ClassVar[bool] = False
 
     competition: str = "wta"
     temperature: float = 1.0
@@ -347,13 +434,15 @@ class Competitive:
     def update(self, x: Tensor, weight: Tensor, y: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
         return instar(x, weight, self.responsibilities(y), scale=scale, **geometry)
 
-    def loss(self, y: Tensor, weight: Tensor) -> Tensor:
+    def loss(self, y: Tensor, weight: Tensor, x: Tensor | None = None, **geometry) -> Tensor:
         return instar_loss(y, weight, self.responsibilities(y.detach()))
 
 
 @dataclass(frozen=True)
 class HPCA:
     """Nonlinear Hebbian PCA, ``Δw_i = ⟨f(y_i)(x − Σ_{j≤i} f(y_j) w_j)⟩``; ``f`` in ``NONLINEARITIES``."""
+
+    unit_norm: ClassVar[bool] = False
 
     f: str = "identity"
 
@@ -363,12 +452,45 @@ class HPCA:
     def update(self, x: Tensor, weight: Tensor, y: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
         return hpca(x, weight, NONLINEARITIES[self.f](y), scale=scale, **geometry)
 
-    def loss(self, y: Tensor, weight: Tensor) -> Tensor:
+    def loss(self, y: Tensor, weight: Tensor, x: Tensor | None = None, **geometry) -> Tensor:
         return hpca_loss(y, weight, NONLINEARITIES[self.f](y.detach()))
 
 
+@dataclass(frozen=True)
+class SoftWTA:
+    """Lagani's soft winner-take-all (HebbianLearning's ``eswta``: the ``hwta`` rule with exponential soft-WTA):
+
+        ``s_ni = ((1 + cos(w_i, x_n)) / 2)²``,   ``r_ni = exp(s_ni / T) / Σ_j exp(s_nj / T)``,
+        ``Δw_i = Σ_n r_ni² (x_n − w_i) / Σ_n r_ni``        (:func:`weighted_instar`).
+
+    Units compete on the squared raised cosine, so the competition ignores the weights' norms; the weights are
+    never renormalised (``unit_norm`` is false) and each unit moves towards the responsibility-weighted mean
+    of the inputs it wins. ``y`` is the plain response ``x Wᵀ``; the loss form needs ``x`` for the cosine.
+    """
+
+    temperature: float = 0.02
+    unit_norm: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        check_temperature(self.temperature)
+
+    def responsibilities(self, x: Tensor, weight: Tensor, y: Tensor, **geometry) -> Tensor:
+        similarity = ((1 + cosine(x, weight, y, **geometry)) / 2).square()
+        return soft_wta(similarity, self.temperature)
+
+    def update(self, x: Tensor, weight: Tensor, y: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
+        _check_pair(x, weight, y, geometry)
+        return weighted_instar(x, weight, self.responsibilities(x, weight, y, **geometry), scale=scale, **geometry)
+
+    def loss(self, y: Tensor, weight: Tensor, x: Tensor | None = None, **geometry) -> Tensor:
+        if x is None:
+            raise ValueError("SoftWTA.loss needs the input x (its competition uses the cosine of x and w)")
+        r = self.responsibilities(x.detach(), weight.detach(), y.detach(), **geometry)
+        return weighted_instar_loss(y, weight, r)
+
+
 COMPETITIONS = ("wta", "soft", "kwta", "none")
-Rule = Hebb | Oja | Competitive | HPCA
+Rule = Hebb | Oja | Competitive | HPCA | SoftWTA
 RULE_NAMES = ("hebb", "oja", "instar", "wta", "softwta", "kwta", "hpca")
 
 
