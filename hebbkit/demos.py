@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .layers import HebbianConv2d
-from .rules import Rule, apply_update, check_learning_rate, responses, unit_norm_
+from .rules import Competitive, Rule, apply_update, check_learning_rate, instar, responses, unit_norm_, wta
 from .utils import resolve_device, seed_everything
 
 
@@ -70,6 +70,46 @@ def learn(
             apply_update(weight, rule.update(batch, weight, responses(batch, weight)), lr)
         trajectory.append(weight.clone())
     return torch.stack(trajectory)
+
+
+def learn_wta_bias(
+    x: Tensor, init: Tensor, lr: float, steps: int = 300, bias_rate: float = 0.0, batch_size: int = 10, seed: int = 0
+) -> tuple[Tensor, Tensor]:
+    """Hard-WTA instar in which unit i competes with ``y_i − b_i``; after each mini-batch its bias moves by
+    ``bias_rate · (share of the batch it won − 1/K)`` (DeSieno's "conscience": frequent winners are held
+    back, a unit that never wins is helped). Seeded as :func:`learn`; returns the trajectory
+    (steps + 1, K, D) and each unit's number of wins (K,)."""
+    check_learning_rate(lr)
+    if bias_rate < 0:
+        raise ValueError(f"bias_rate must be >= 0, got {bias_rate}")
+    generator = torch.Generator().manual_seed(seed)
+    weight, bias = init.clone().to(x.dtype), torch.zeros(len(init), dtype=x.dtype)
+    wins = torch.zeros(len(init), dtype=x.dtype)
+    trajectory = [weight.clone()]
+    for _ in range(steps):
+        batch = x[torch.randint(len(x), (batch_size,), generator=generator)]
+        r = wta(responses(batch, weight) - bias)
+        apply_update(weight, instar(batch, weight, r), lr)
+        bias += bias_rate * (r.mean(0) - 1 / len(weight))
+        wins += r.sum(0)
+        trajectory.append(weight.clone())
+    return torch.stack(trajectory), wins
+
+
+DEAD_UNIT_INIT = torch.tensor([[0.0, 0.8], [0.3, 0.9], [-0.1, -0.1]])  # unit 0 starts just behind unit 1
+
+
+def temperature_sweep(
+    x: Tensor, temperatures: Tensor, lr: float = 0.05, steps: int = 300, seed: int = 0
+) -> tuple[Tensor, Tensor]:
+    """Three soft-WTA units from ``ring_init(3)`` trained at each temperature: their mean distance to the
+    data's mean and to the nearest of ``cluster_centres()``, one value per temperature."""
+    spread, error = [], []
+    for temperature in temperatures.tolist():
+        final = learn(x, Competitive("soft", temperature=temperature), ring_init(3), lr, steps, seed=seed)[-1]
+        spread.append(final.sub(x.mean(0)).norm(dim=1).mean())
+        error.append(nearest_distances(final, cluster_centres()).mean())
+    return torch.stack(spread), torch.stack(error)
 
 
 def principal_axis(x: Tensor) -> Tensor:
@@ -145,3 +185,18 @@ def check_exercise(name: str, answer: Any, test: Callable[[Any], bool], hint: st
         return
     assert test(answer), f"{name}: not yet right. Hint: {hint}"
     print(f"{name}: correct!")
+
+
+def image_patches(images: Tensor, size: int, count: int, seed: int = 0) -> Tensor:
+    """``count`` random ``size``×``size`` patches of ``images`` (N, C, H, W), flattened to (count, C·size²), seeded."""
+    if count < 1 or not 1 <= size <= min(images.shape[-2:]):
+        raise ValueError(f"need count >= 1 and 1 <= size <= {min(images.shape[-2:])}, got count={count}, size={size}")
+    generator = torch.Generator().manual_seed(seed)
+    n, _, height, width = images.shape
+    which = torch.randint(n, (count,), generator=generator)
+    top = torch.randint(height - size + 1, (count, 1), generator=generator)
+    left = torch.randint(width - size + 1, (count, 1), generator=generator)
+    rows = (top + torch.arange(size))[:, None, :, None]
+    cols = (left + torch.arange(size))[:, None, None, :]
+    channels = torch.arange(images.shape[1])[None, :, None, None]
+    return images[which[:, None, None, None], channels, rows, cols].flatten(1)

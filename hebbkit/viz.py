@@ -68,67 +68,119 @@ def interactive_figure(draw: Callable[..., Figure], **sliders):
 # ------------------------------------------------------------------------------------- single neurons
 
 
-def plot_trajectories(ax: Axes, x: Tensor, trajectory: Tensor, title: str = "") -> None:
-    """Data points in grey, each unit's weight path (``trajectory`` (T, K, 2)) as a line ending in a dot."""
-    ax.scatter(x[:, 0], x[:, 1], s=4, c="0.75", linewidths=0)
+def plot_trajectories(ax: Axes, x: Tensor, trajectory: Tensor, title: str = "", limit: float | None = None) -> None:
+    """Data points in grey, each unit's weight path (``trajectory`` (T, K, 2)) from a hollow square (start) to
+    a dot (end); axes ``±limit`` (default: the data's extent), labelled, with a legend for the markers."""
+    ax.scatter(x[:, 0], x[:, 1], s=4, c="0.75", linewidths=0, label="data x")
     for unit in range(trajectory.shape[1]):
         colour = UNIT_COLOURS[unit % len(UNIT_COLOURS)]
         path = trajectory[:, unit]
         path = path[torch.isfinite(path).all(1)]
         ax.plot(path[:, 0], path[:, 1], "-", color=colour, lw=1.2)
-        ax.plot(path[-1, 0], path[-1, 1], "o", color=colour, ms=6, mec="k")
-    limit = 1.1 * x.abs().max().item()
-    ax.set(xlim=(-limit, limit), ylim=(-limit, limit), aspect="equal", title=title)
+        ax.plot(path[0, 0], path[0, 1], "s", color=colour, mfc="white", ms=6, label="start" if unit == 0 else None)
+        ax.plot(path[-1, 0], path[-1, 1], "o", color=colour, ms=6, mec="k", label="end" if unit == 0 else None)
+    limit = 1.1 * x.abs().max().item() if limit is None else limit
+    ax.set(xlim=(-limit, limit), ylim=(-limit, limit), aspect="equal", title=title, xlabel="x₁, w₁", ylabel="x₂, w₂")
     ax.tick_params(labelsize=7)
 
 
 def oja_figure(x: Tensor, lr: float = 0.01, steps: int = 300, seed: int = 0) -> Figure:
-    """One Oja neuron on a 2-D cloud: its weight path with the first principal axis, and its norm and
-    angle to that axis over training."""
+    """One Oja neuron on a 2-D cloud: its weight path near the unit circle, with the first principal axis,
+    and its norm and angle to that axis over training."""
     trajectory = demos.learn(x, Oja(), torch.tensor([[0.2, 0.9]]), lr, steps, seed=seed)
     axis = demos.principal_axis(x)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.3))
-    limit = 1.1 * x.abs().max().item()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
+    limit = 1.6
+    circle = torch.linspace(0, 2 * math.pi, 200)
+    left.plot(circle.cos(), circle.sin(), ":", color="0.4", lw=0.8, label="‖w‖ = 1")
     left.plot([-limit * axis[0], limit * axis[0]], [-limit * axis[1], limit * axis[1]], "k--", lw=0.8, label="PC1")
-    plot_trajectories(left, x, trajectory, title=f"Oja, lr = {lr:.3g}")
+    plot_trajectories(left, x, trajectory, title=f"Oja's weight path, η = {lr:.3g} (data zoomed)", limit=limit)
     left.legend(loc="lower right", fontsize=7)
     weights = trajectory[:, 0]
-    angles = [demos.angle_degrees(w, axis) for w in weights]
-    right.plot(weights.norm(dim=1), label="‖w‖")
-    right.set_xlabel("step")
-    right.set_ylabel("‖w‖")
+    angles = [demos.angle_degrees(w, axis) if torch.isfinite(w).all() else float("nan") for w in weights]
+    norm_line = right.plot(weights.norm(dim=1), label="‖w‖")
+    right.axhline(1.0, color="0.5", lw=0.6, ls=":")
+    right.set(xlabel="step", ylabel="‖w‖", title="‖w‖ → 1 and angle → 0 when η is small enough")
     twin = right.twinx()
-    twin.plot(angles, color="tab:red", label="angle to PC1 (°)")
+    angle_line = twin.plot(angles, color="tab:red", label="angle to PC1 (°)")
     twin.set_ylabel("angle to PC1 (°)", color="tab:red")
-    right.set_title("norm → 1, angle → 0")
+    right.legend(handles=norm_line + angle_line, fontsize=7, loc="center right")
     fig.tight_layout()
     return fig
 
 
 def hebb_vs_oja_figure(x: Tensor, lr: float = 0.01, steps: int = 300, seed: int = 0) -> Figure:
-    """‖w‖ over training for plain Hebb (grows without bound) and Oja (settles at 1), log scale."""
+    """‖w‖ over training for plain Hebb (grows by about (1 + ηλ₁) per step, drawn dashed) and Oja (settles
+    at 1), log scale."""
     init = torch.tensor([[0.2, 0.9]])
-    fig, ax = plt.subplots(figsize=(5, 3))
+    centred = x - x.mean(0)
+    top = torch.linalg.eigvalsh(centred.T @ centred / len(x))[-1].item()
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
     for label, rule in (("plain Hebb", Hebb()), ("Oja", Oja())):
         norms = demos.learn(x, rule, init, lr, steps, seed=seed)[:, 0].norm(dim=1)
         ax.semilogy(norms, label=label)
-    ax.set(xlabel="step", ylabel="‖w‖", title=f"plain Hebb diverges (lr = {lr:.3g})")
-    ax.legend()
+    step = torch.arange(steps + 1, dtype=torch.float64)
+    growth = init.norm().item() * torch.exp(step * math.log1p(lr * top))
+    ax.semilogy(step, growth.clamp(max=1e30), "k--", lw=0.8, label=f"(1 + ηλ₁)ᵗ, λ₁ = {top:.2g}")
+    ax.set_ylim(bottom=0.1)
+    ax.set(xlabel="step t", ylabel="‖w‖ (log scale)", title=f"plain Hebb grows at every rate (η = {lr:.3g})")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def competition_figure(
-    x: Tensor, temperatures: tuple[float, ...] = (0.03, 1.0, 30.0), lr: float = 0.05, steps: int = 300, seed: int = 0
+    x: Tensor, temperatures: tuple[float, ...] = (0.03, 1.0, 2.0, 30.0), lr: float = 0.05, steps: int = 300, seed: int = 0
 ) -> Figure:
     """Three competing units on clustered data, one panel per soft-WTA temperature: cold → each unit finds
     a cluster centre, hot → all drift to the overall mean."""
     init = demos.ring_init(3)
-    fig, axes = plt.subplots(1, len(temperatures), figsize=(3.2 * len(temperatures), 3.3), squeeze=False)
+    fig, axes = plt.subplots(1, len(temperatures), figsize=(3.2 * len(temperatures), 3.5), squeeze=False)
     for ax, temperature in zip(axes[0], temperatures):
         rule = Competitive("soft", temperature=check_temperature(temperature))
         plot_trajectories(ax, x, demos.learn(x, rule, init, lr, steps, seed=seed), title=f"soft-WTA, T = {temperature:.3g}")
-    fig.suptitle(f"competitive learning, lr = {lr:.3g}", fontsize=10)
+    axes[0][0].legend(loc="lower left", fontsize=7)
+    fig.suptitle(f"three competing units (instar + soft-WTA), η = {lr:.3g}, {steps} steps", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def temperature_sweep_figure(
+    x: Tensor, temperatures: Tensor | None = None, lr: float = 0.05, steps: int = 300, seed: int = 0, marked: float | None = None
+) -> Figure:
+    """Where three soft-WTA units end, against the temperature (log axis): their mean distance to the overall
+    mean of the data and to the nearest cluster centre. The drop is the collapse (a phase transition)."""
+    temperatures = torch.logspace(-1, 2, 19) if temperatures is None else temperatures
+    spread, error = demos.temperature_sweep(x, temperatures, lr=lr, steps=steps, seed=seed)
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    ax.semilogx(temperatures, spread, "o-", ms=3, label="distance to the overall mean")
+    ax.semilogx(temperatures, error, "s-", ms=3, label="distance to the nearest centre")
+    if marked is not None:
+        ax.axvline(marked, color="0.4", ls=":", lw=1)
+    ax.set(xlabel="temperature T", ylabel="mean distance of a unit", title="soft-WTA: three features collapse into one")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def dead_units_figure(x: Tensor, init: Tensor, lr: float = 0.05, steps: int = 300, bias_rate: float = 0.05,
+                      temperature: float = 1.0, seed: int = 0) -> Figure:
+    """Three panels from the same start: hard WTA (a unit that never wins stays dead), hard WTA with a
+    conscience bias (``bias_rate``), and soft-WTA at ``temperature``; each title gives the wins per unit."""
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    plain, plain_wins = demos.learn_wta_bias(x, init, lr, steps, bias_rate=0.0, seed=seed)
+    biased, biased_wins = demos.learn_wta_bias(x, init, lr, steps, bias_rate=bias_rate, seed=seed)
+    soft = demos.learn(x, Competitive("soft", temperature=check_temperature(temperature)), init, lr, steps, seed=seed)
+    panels = (
+        (plain, f"hard WTA: wins {plain_wins.int().tolist()}"),
+        (biased, f"WTA + bias (rate {bias_rate:.3g}): wins {biased_wins.int().tolist()}"),
+        (soft, f"soft-WTA, T = {temperature:.3g}"),
+    )
+    for ax, (trajectory, title) in zip(axes, panels):
+        plot_trajectories(ax, x, trajectory, title=title)
+        ax.title.set_fontsize(8)
+    axes[0].legend(loc="lower left", fontsize=7)
+    fig.suptitle("dead units: red starts just behind blue; under hard WTA it almost never wins, and green must cover two clusters", fontsize=10)
     fig.tight_layout()
     return fig
 

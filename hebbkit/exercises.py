@@ -1,0 +1,195 @@
+"""Checkers for the workbook's coding exercises.
+
+Each ``check_*`` takes what the learner wrote (a function or a rule object), runs it on its own seeded data
+and compares it with the package's reference (``hebbkit.rules``): it prints a line when the answer is right,
+prints "not attempted yet" while the learner's code still returns ``None`` (the stubs' ``...`` body), and
+raises ``AssertionError`` with a hint when it is wrong. Value answers
+use ``demos.check_exercise``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from . import demos, rules
+from .layers import HebbianLinear
+
+
+class _NotAttempted(Exception):
+    pass
+
+
+def _call(function: Callable | None, *args: Any) -> Any:
+    """``function(*args)``, or ``_NotAttempted`` while the function is missing or still returns None."""
+    if function is None or function is Ellipsis:
+        raise _NotAttempted
+    result = function(*args)
+    if result is None or result is Ellipsis:
+        raise _NotAttempted
+    return result
+
+
+def _run(name: str, check: Callable[[], str | None]) -> None:
+    """Run ``check``; print its success line, or "not attempted yet" if the learner's code returned None."""
+    try:
+        message = check()
+    except _NotAttempted:
+        print(f"{name}: not attempted yet (your function returns None: replace the `...` with your code)")
+        return
+    print(f"{name}: correct!" + (f" {message}" if message else ""))
+
+
+def _assert_close(name: str, got: Any, expected: Tensor, hint: str, atol: float = 1e-5) -> None:
+    assert isinstance(got, Tensor), f"{name}: return a torch.Tensor, got {type(got).__name__}"
+    assert got.shape == expected.shape, f"{name}: expected shape {tuple(expected.shape)}, got {tuple(got.shape)}"
+    assert torch.isfinite(got).all(), f"{name}: your result holds NaN or Inf. Hint: {hint}"
+    error = (got - expected).abs().max().item()
+    assert error <= atol, f"{name}: off by up to {error:.3g} from the reference. Hint: {hint}"
+
+
+def _data(num: int, dim: int, seed: int) -> Tensor:
+    return torch.randn(num, dim, generator=torch.Generator().manual_seed(seed))
+
+
+# -------------------------------------------------------------------------------------- notebook 00
+
+
+def check_hebb(my_hebb: Callable[[Tensor, Tensor], Tensor], name: str = "Exercise 3") -> None:
+    """``my_hebb(x (N, D), w (D,))`` must return plain Hebb's batch-mean update ``⟨y x⟩`` (D,), ``y = x·w``."""
+
+    def check() -> None:
+        x, w = _data(32, 4, 0), _data(1, 4, 1)[0]
+        expected = rules.hebb(x, w.view(1, -1), x @ w.view(-1, 1))[0]
+        _assert_close(name, _call(my_hebb, x, w), expected, "y = x @ w has one entry per input; average y[n] * x[n] over n")
+
+    _run(name, check)
+
+
+# -------------------------------------------------------------------------------------- notebook 01
+
+
+def check_oja(my_oja: Callable[[Tensor, Tensor], Tensor], name: str = "Exercise 1") -> None:
+    """``my_oja(x (N, D), w (D,))`` must return Oja's batch-mean update ``⟨y (x − y w)⟩`` (D,)."""
+
+    def check() -> None:
+        x, w = _data(64, 6, 2), 0.5 * _data(1, 6, 3)[0]
+        expected = rules.oja(x, w.view(1, -1), x @ w.view(-1, 1))[0]
+        _assert_close(name, _call(my_oja, x, w), expected, "the decay is y² w: each input's y multiplies (x − y w)")
+
+    _run(name, check)
+
+
+def check_soft_wta(my_soft_wta: Callable[[Tensor, float], Tensor], name: str = "Exercise 2") -> None:
+    """``my_soft_wta(y (N, K), T)`` must return ``softmax(y / T)`` over units (dim 1), without overflow for
+    large ``y / T``."""
+
+    def check() -> str:
+        y = _data(8, 5, 4)
+        for temperature in (0.05, 1.0, 20.0):
+            _assert_close(name, _call(my_soft_wta, y, temperature), rules.soft_wta(y, temperature),
+                          "r_i = exp(y_i / T) / Σ_j exp(y_j / T), over dim 1 (the units)")
+        big = torch.tensor([[1000.0, 999.0, 0.0]])
+        _assert_close(name, _call(my_soft_wta, big, 1.0), rules.soft_wta(big, 1.0),
+                      "exp(1000) overflows: subtract each row's largest y before exponentiating (the result is the same)")
+        return "Your responsibilities match rules.soft_wta, and survive responses of 1000."
+
+    _run(name, check)
+
+
+def check_hebb_loss(my_hebb_loss: Callable[[Tensor], Tensor], name: str = "Exercise 4") -> None:
+    """``my_hebb_loss(y (N, K))`` must be a scalar whose gradient with respect to ``W`` (``y = x Wᵀ``) is
+    minus plain Hebb's update."""
+
+    def check() -> None:
+        x, weight = _data(64, 6, 5), 0.5 * _data(4, 6, 6)
+        leaf = weight.clone().requires_grad_()
+        loss = _call(my_hebb_loss, x @ leaf.T)
+        assert isinstance(loss, Tensor) and loss.dim() == 0, f"{name}: the loss must be a scalar tensor"
+        (grad,) = torch.autograd.grad(loss, leaf)
+        _assert_close(name, -grad, rules.hebb(x, weight, x @ weight.T),
+                      "which factor of y·y should not carry a gradient? And take the mean over the batch, not the sum")
+
+    _run(name, check)
+
+
+def check_instar_loss(my_instar_loss: Callable[[Tensor, Tensor, Tensor], Tensor], name: str = "Exercise 5") -> None:
+    """``my_instar_loss(y, W, r)`` must be a scalar whose gradient with respect to ``W`` is minus the instar
+    update ``⟨r_i (x − w_i)⟩``, with the responsibilities ``r`` treated as constants (they arrive attached to
+    the graph, as they would in a network)."""
+
+    def check() -> None:
+        x, weight = _data(64, 6, 7), 0.5 * _data(4, 6, 8)
+        leaf = weight.clone().requires_grad_()
+        y = x @ leaf.T
+        r = rules.soft_wta(y, 0.5)  # depends on W: the loss must detach it
+        loss = _call(my_instar_loss, y, leaf, r)
+        assert isinstance(loss, Tensor) and loss.dim() == 0, f"{name}: the loss must be a scalar tensor"
+        (grad,) = torch.autograd.grad(loss, leaf)
+        expected = rules.instar(x, weight, rules.soft_wta(x @ weight.T, 0.5))
+        _assert_close(name, -grad, expected,
+                      "Hebb's term −⟨r̄ y⟩ plus a decay whose gradient is ⟨r̄_i⟩ w_i, i.e. ½ Σ_i ⟨r̄_i⟩ ‖w_i‖²; "
+                      "r̄ = r.detach()")
+
+    _run(name, check)
+
+
+# ------------------------------------------------------------------------------------ notebooks 02, 03
+
+
+def check_sanger(rule: Any, name: str = "Exercise 3") -> None:
+    """``rule.update(x (N, D), W (K, D), y (N, K))`` must return Sanger's update
+    ``(yᵀx − tril(yᵀy) W) / N``; it then runs in a ``HebbianLinear`` and learns the two principal axes of
+    the 2-D cloud, in order."""
+
+    def check() -> str:
+        x, weight = _data(64, 5, 9), 0.5 * _data(3, 5, 10)
+        expected = rules.hpca(x, weight, x @ weight.T)
+        if rule is None or getattr(rule, "update", None) is None:
+            raise _NotAttempted
+        _assert_close(name, _call(rule.update, x, weight, x @ weight.T), expected,
+                      "unit i subtracts what units j ≤ i reconstruct: torch.tril(y.T @ y) @ W")
+        layer = HebbianLinear(5, 3, bias=False, rule=rule)
+        with torch.no_grad():
+            layer.weight.copy_(weight)
+        layer(x)  # a plastic layer's forward pass leaves −ΔW in weight.grad (it passes scale=−1)
+        _assert_close(name, layer.weight.grad, -expected, "accept the keyword argument scale and multiply by it")
+        cloud = demos.gaussian_cloud(500, angle=30.0, seed=0)
+        path = demos.learn(cloud, rule, torch.tensor([[0.2, 0.9], [-0.6, 0.3]]), lr=0.02, steps=600, seed=0)
+        final = path[-1]
+        first = demos.principal_axis(cloud)
+        second = torch.stack([-first[1], first[0]])
+        angles = [demos.angle_degrees(final[0], first), demos.angle_degrees(final[1], second)]
+        assert max(angles) < 5, f"{name}: after training, the units are {angles[0]:.1f}° and {angles[1]:.1f}° from PC1 and PC2"
+        return f"On the cloud, unit 1 ends {angles[0]:.1f}° from PC1 and unit 2 {angles[1]:.1f}° from PC2."
+
+    _run(name, check)
+
+
+def check_sanger_patches(rule: Any, images: Tensor, name: str = "Exercise 3") -> None:
+    """``rule`` (Sanger's rule for (N, D) inputs) trained on 5×5 patches of ``images`` (N, C, H, W) must find
+    the patches' top two principal components (|cos| > 0.9 each) and the plane of the next two (its units 3
+    and 4 keep > 90 % of their norm in that plane: nearly equal eigenvalues make the axes within it slow)."""
+
+    def check() -> str:
+        if rule is None or getattr(rule, "update", None) is None:
+            raise _NotAttempted
+        patches = demos.image_patches(images, 5, 20_000, seed=0)
+        _, vectors = torch.linalg.eigh(patches.T.double() @ patches.double() / len(patches))
+        components = vectors[:, -4:].flip(1).T.float()  # uncentred, as a layer without bias sees them
+        power = patches.square().sum(1).mean().item()  # E‖x‖² ≥ λ₁: a step that cannot overshoot
+        init = 0.1 * _data(4, patches.shape[1], 11)
+        if _call(rule.update, patches[:8], init, patches[:8] @ init.T) is None:
+            raise _NotAttempted
+        final = demos.learn(patches, rule, init, lr=1.0 / power, steps=800, batch_size=100, seed=0)[-1]
+        assert torch.isfinite(final).all(), f"{name}: the weights diverged (NaN or Inf)"
+        cosines = torch.nn.functional.cosine_similarity(final[:2], components[:2]).abs()
+        in_plane = (final[2:] @ components[2:].T).norm(dim=1) / final[2:].norm(dim=1)
+        shown = f"|cos| to PC1, PC2: {cosines[0]:.2f}, {cosines[1]:.2f}; share of units 3, 4 in the PC3–PC4 plane: " \
+                f"{in_plane[0]:.2f}, {in_plane[1]:.2f}"
+        assert cosines.min() > 0.9 and in_plane.min() > 0.9, f"{name}: {shown}"
+        return shown + "."
+
+    _run(name, check)
