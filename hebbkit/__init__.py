@@ -1,8 +1,34 @@
-"""hebbkit: Hebbian learning for deep networks — rules, plastic layers, reproducible experiments."""
+"""hebbkit: Hebbian learning for deep networks — rules, plastic layers, reproducible experiments.
 
-from . import rules
-from .layers import HebbianConv2d, HebbianLinear
-from .rules import HPCA, Competitive, Hebb, Oja, make_rule
+Submodules and the main classes load on first use (``hebbkit.data``, ``hebbkit.HPCA``, ...), so that
+``import hebbkit`` and ``hebbkit --help`` do not pay for torch until something needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["rules", "HebbianConv2d", "HebbianLinear", "Hebb", "Oja", "Competitive", "HPCA", "make_rule"]
+
+SUBMODULES = (
+    "cli", "data", "demos", "figures", "lagani", "layers", "miconi", "multilayer", "paper", "probe", "reproduce",
+    "rules", "utils", "viz", "workbook",
+)
+_CLASSES = {
+    "HebbianConv2d": "layers", "HebbianLinear": "layers",
+    "Hebb": "rules", "Oja": "rules", "Competitive": "rules", "HPCA": "rules", "make_rule": "rules",
+}
+__all__ = [*SUBMODULES, *_CLASSES]
+
+
+def __getattr__(name: str) -> Any:
+    if name in SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _CLASSES:
+        return getattr(importlib.import_module(f".{_CLASSES[name]}", __name__), name)
+    raise AttributeError(f"module 'hebbkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

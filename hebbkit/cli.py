@@ -1,39 +1,166 @@
-"""The ``hebbkit`` command line (also ``python -m hebbkit``). Each subcommand lives beside its code."""
+"""The ``hebbkit`` command line (also ``python -m hebbkit``).
+
+Only the argument parser lives here, and it imports nothing heavy: each subcommand names the function that
+runs it (``"module:function"``), imported when that subcommand runs, so ``hebbkit --help`` answers at once.
+The choices listed below are the modules' own (tests/test_cli.py checks that they agree).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from pathlib import Path
 
-from . import multilayer, reproduce, workbook
+REPRODUCE_PRESETS = ("smoke", "quick", "paper")  # reproduce.PRESETS
+LAYERS_PRESETS = ("smoke", "quick", "full")  # multilayer.PRESETS
+METHODS = ("hpca", "softwta", "vae", "supervised", "random")  # lagani.METHODS
+RULES = ("hebb", "instar", "oja")  # miconi.RULES
+INTERVENTIONS = ("none", "sparse-plasticity", "pruning", "both")  # miconi.INTERVENTIONS
+DEFAULT_CACHE = Path.home() / ".cache" / "hebbkit" / "weights"  # reproduce.DEFAULT_CACHE
+DEVICE_HELP = "auto (default: $HEBBKIT_DEVICE if set, else CUDA when present, else CPU), cpu, cuda, cuda:N or mps"
+DATA_HELP = "CIFAR-10 npz file, or a folder holding cifar10.npz (default: $HEBBKIT_DATA, else torchvision's download)"
 
 
 def _info(args: argparse.Namespace) -> int:
+    """Versions, the device and where CIFAR-10 would come from."""
     import torch
     import torchvision
 
     from . import __version__
+    from .data import describe_source
     from .utils import resolve_device
 
     print(f"hebbkit {__version__}; torch {torch.__version__}; torchvision {torchvision.__version__}")
     print(f"device (auto): {resolve_device('auto')}; CPU threads: {torch.get_num_threads()}")
+    print(f"CIFAR-10: {describe_source(args.data)}")
     return 0
 
 
+def _add_workbook(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "workbook",
+        help="run the six notebooks headlessly (papermill): executed copies and figures under runs/workbook/",
+        description="Run every notebook in a fresh kernel with papermill, one progress line each, then a summary. "
+        "A notebook that needs CIFAR-10 is skipped, with the reason, where no copy can be had. Exit status 0 "
+        "unless a notebook that could run failed (its copy is kept as NAME.failed.ipynb).",
+    )
+    parser.add_argument("--quick", action="store_true", help="small settings: all six notebooks in minutes on a CPU")
+    parser.add_argument("--out", type=Path, default=Path("runs/workbook"), help="executed notebooks (default runs/workbook)")
+    parser.add_argument("--figures", type=Path, help="folder for the figures the notebooks save (default OUT/figures)")
+    parser.add_argument("--notebooks", type=Path, default=Path("notebooks"), help="source folder (default notebooks)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks: names, or their numbers 00..05")
+    parser.add_argument("--data", type=Path, help=DATA_HELP)
+    parser.add_argument(
+        "--store-outputs",
+        action="store_true",
+        help="maintainers: re-run the source notebooks in place and store their clean outputs (nbval's reference)",
+    )
+    parser.set_defaults(handler="hebbkit.workbook:run_command")
+
+
+def _add_figures(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "figures",
+        help="rebuild the committed figures/ from results/ and the deterministic demos",
+        description="Draw every figure of figures/ from its inputs (the committed results/, the demos' code, "
+        "CIFAR-10 for the filter picture) and store a digest of those inputs in each PNG; --check only reports "
+        "the figures whose inputs have changed since they were drawn.",
+    )
+    parser.add_argument("--out", type=Path, default=Path("figures"), help="figure folder (default figures)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="only these figures (file names)")
+    parser.add_argument("--check", action="store_true", help="draw nothing; exit 1 if a figure is stale or missing")
+    parser.add_argument("--data", type=Path, help=DATA_HELP)
+    parser.set_defaults(handler="hebbkit.figures:run_command")
+
+
+def _add_reproduce(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "reproduce",
+        help="reproduce Lagani's Table 1 (Hebbian pre-training, semi-supervised fine-tuning on CIFAR-10)",
+        description="Pre-train each method, fine-tune on each labelled fraction from each layer, and write "
+        "results.jsonl (appended as results finish, so an interrupted run resumes), table1.csv / table1.md "
+        "(mean ± 95 % CI over seeds beside the paper), a heatmap and the convergence curves.",
+    )
+    parser.add_argument(
+        "--preset", choices=REPRODUCE_PRESETS, default="quick",
+        help="smoke (seconds, tests), quick (CPU: 1-1.7 h on 2 cores) or paper (GPU-sized) (default quick)",
+    )
+    parser.add_argument("--methods", nargs="+", choices=METHODS, metavar="METHOD",
+                        help=f"pre-training methods, any of {', '.join(METHODS)} (default: the preset's)")
+    parser.add_argument("--regimes", nargs="+", type=float, metavar="PERCENT",
+                        help="labelled percentages in (0, 100] (default: the preset's)")
+    parser.add_argument("--layers", nargs="+", type=int, metavar="LAYER",
+                        help="layers 1..5 to cut the network at (default: the preset's)")
+    parser.add_argument("--seeds", type=int, help="number of seeds, >= 1 (default: the preset's)")
+    parser.add_argument("--data", help=DATA_HELP)
+    parser.add_argument("--out", default=None, help="output folder (default results/PRESET)")
+    parser.add_argument("--figures", default=None, help="folder for the figures (default: the output folder)")
+    parser.add_argument("--cache", default=str(DEFAULT_CACHE),
+                        help=f"pre-trained weight cache, or 'none' to disable it (default {DEFAULT_CACHE})")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--threads", type=int, help="torch CPU threads, >= 1 (default: torch's choice)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(handler="hebbkit.reproduce:_run")
+
+
+def _add_layers(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "layers",
+        help="Miconi's multi-layer Hebbian CNN: decoding, pictures and sparsity per layer",
+        description="Train Miconi's three-layer Hebbian CNN on unlabelled CIFAR-10 (with each intervention), "
+        "then per layer: a ridge readout's held-out accuracy against random weights, response sparsity, and "
+        "what the units respond to. Writes layers.csv, layers.md, run.json and the filter pictures.",
+    )
+    parser.add_argument("--preset", choices=LAYERS_PRESETS, default="quick",
+                        help="run size: smoke (seconds), quick (~25 min on a CPU) or full (default quick)")
+    parser.add_argument("--intervention", default="all",
+                        help=f"one of {', '.join(INTERVENTIONS)}, or all (default all)")
+    parser.add_argument("--rule", choices=RULES, default="instar", help="Hebbian rule (default instar)")
+    parser.add_argument("--k", type=int, default=1, help="k-WTA winners per position in every layer, 1..100 (default 1)")
+    parser.add_argument("--keep", type=float, default=0.01,
+                        help="pruning: fraction of input channels kept, in (0, 1] (default 0.01)")
+    parser.add_argument("--data", default=None, help=DATA_HELP)
+    parser.add_argument("--out", default="results/layers", help="output folder (default results/layers)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights, masks and sampling (default 0)")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.set_defaults(handler="hebbkit.multilayer:_run")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hebbkit", description="Hebbian learning for deep networks.")
+    """The ``hebbkit`` parser with all its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="hebbkit",
+        description="Hebbian learning for deep networks: the workbook, its figures, and the two reproductions "
+        "(Lagani 2022: `reproduce`; Miconi 2021: `layers`).",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("info", help="versions and the device hebbkit would use").set_defaults(run=_info)
-    workbook.add_parser(commands)
-    multilayer.add_parser(commands)
-    reproduce.add_parser(commands)
+    info = commands.add_parser(
+        "info", help="versions, the device and the CIFAR-10 source hebbkit would use",
+        description="Print the versions, the device `--device auto` picks, and where CIFAR-10 would come from.",
+    )
+    info.add_argument("--data", type=Path, help=DATA_HELP)
+    info.set_defaults(handler=_info)
+    for add in (_add_workbook, _add_figures, _add_reproduce, _add_layers):
+        add(commands)
     return parser
 
 
+def _handler(args: argparse.Namespace):
+    if callable(args.handler):
+        return args.handler
+    module, name = args.handler.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command line; return the exit status (2 for bad input, with a one-line error)."""
     try:
-        return args.run(args)
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, or argparse's own usage error (already printed)
+        return done.code if isinstance(done.code, int) else 2
+    try:
+        return _handler(args)(args)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"hebbkit {args.command}: error: {error}", file=sys.stderr)
         return 2

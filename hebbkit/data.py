@@ -7,11 +7,17 @@ Where the data comes from, first match wins:
 
 The npz holds uint8 arrays ``x_train`` (N, 32, 32, 3) HWC, ``y_train`` (N,) in 0..9, and optionally
 ``x_test``, ``y_test`` and a boolean ``test_exact``. Everything is kept as tensors; batches are slices.
+A file that is not such an archive (empty, truncated, corrupt, a lone ``.npy``, text, pickled objects) is a
+``ValueError`` naming the file and what is wrong; pickles are never loaded.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +29,13 @@ ENV_VAR = "HEBBKIT_DATA"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
+IMAGE_SIZE = 32
 NUM_TRAIN, NUM_VAL = 40_000, 10_000
 REGIMES = (1, 2, 3, 4, 5, 10, 25, 100)
+
+
+DEFAULT_ROOT = Path.home() / ".cache" / "hebbkit"  # torchvision's copy
+FIX = f"set {ENV_VAR}=PATH to a CIFAR-10 npz file, or pass --data PATH"
 
 
 class DataUnavailableError(RuntimeError):
@@ -73,8 +84,11 @@ class CIFAR10:
 def _check_images(name: str, x: np.ndarray) -> None:
     if x.dtype != np.uint8:
         raise ValueError(f"{name} must be uint8, got {x.dtype}")
-    if x.ndim != 4 or x.shape[3] != 3:
-        raise ValueError(f"{name} must have shape (N, H, W, 3) (HWC RGB), got {x.shape}")
+    if x.ndim != 4 or x.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
+        raise ValueError(
+            f"{name} must have shape (N, {IMAGE_SIZE}, {IMAGE_SIZE}, 3) (CIFAR-10's {IMAGE_SIZE}×{IMAGE_SIZE} RGB "
+            f"images, HWC), got {x.shape}"
+        )
 
 
 def _check_labels(name: str, y: np.ndarray, n: int) -> None:
@@ -91,24 +105,59 @@ def _image_set(x: np.ndarray, y: np.ndarray, exact: np.ndarray | None = None) ->
     return ImageSet(images, torch.from_numpy(y.astype(np.int64)), None if exact is None else torch.from_numpy(exact))
 
 
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive's first bytes (an empty archive: the second)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the npz at ``path``, or a ``ValueError`` saying what the file is instead."""
+    with path.open("rb") as handle:
+        head = handle.read(6)
+    if not head:
+        raise ValueError(f"{path} is empty (0 bytes), not an npz archive")
+    if head == b"\x93NUMPY":
+        raise ValueError(f"{path} holds a single .npy array, not an npz archive of x_train, y_train, ...")
+    if head[:4] not in ZIP_MAGIC:
+        raise ValueError(f"{path} is not an npz archive (npz files are zip archives; this one starts with {head!r})")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {}
+            for key in archive.files:
+                try:
+                    arrays[key] = archive[key]
+                except ValueError as error:  # object arrays: numpy refuses them without allow_pickle
+                    raise ValueError(
+                        f"{path}: array {key!r} holds Python objects, which hebbkit never unpickles; store uint8 and "
+                        f"integer arrays"
+                    ) from error
+            return arrays
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as error:
+        raise ValueError(f"{path} is a damaged npz archive (truncated or corrupt: {error}); copy it again") from error
+
+
 def load_npz(path: str | Path) -> CIFAR10:
-    """Read and validate a CIFAR-10-style npz (see module docstring)."""
+    """Read and validate a CIFAR-10-style npz (see module docstring); errors name the file."""
     path = Path(path)
     if path.is_dir():
         path = path / "cifar10.npz"
     if not path.is_file():
         raise FileNotFoundError(f"no npz file at {path}")
-    with np.load(path) as archive:
-        arrays = {key: archive[key] for key in archive.files}
+    arrays = _read_npz(path)
+    try:
+        return _validated(arrays)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
+def _validated(arrays: dict[str, np.ndarray]) -> CIFAR10:
     missing = {"x_train", "y_train"} - arrays.keys()
     if missing:
-        raise ValueError(f"{path} lacks the keys {sorted(missing)}; it has {sorted(arrays)}")
+        raise ValueError(f"lacks the keys {sorted(missing)}; it has {sorted(arrays)}")
     _check_images("x_train", arrays["x_train"])
     _check_labels("y_train", arrays["y_train"], len(arrays["x_train"]))
     test = None
     if "x_test" in arrays or "y_test" in arrays:
         if not {"x_test", "y_test"} <= arrays.keys():
-            raise ValueError(f"{path} must hold both x_test and y_test, or neither")
+            raise ValueError("must hold both x_test and y_test, or neither")
         _check_images("x_test", arrays["x_test"])
         _check_labels("y_test", arrays["y_test"], len(arrays["x_test"]))
         exact = arrays.get("test_exact")
@@ -125,7 +174,7 @@ def load_cifar10(path: str | Path | None = None, root: str | Path | None = None,
         return load_npz(source)
     import torchvision
 
-    root = Path(root or Path.home() / ".cache" / "hebbkit").expanduser()
+    root = Path(root or DEFAULT_ROOT).expanduser()
     try:
         train = torchvision.datasets.CIFAR10(root, train=True, download=download)
         test = torchvision.datasets.CIFAR10(root, train=False, download=download)
@@ -139,6 +188,53 @@ def load_cifar10(path: str | Path | None = None, root: str | Path | None = None,
     return CIFAR10(
         _image_set(train.data, np.asarray(train.targets)), _image_set(test.data, np.asarray(test.targets))
     )
+
+
+def describe_source(path: str | Path | None = None, root: str | Path | None = None) -> str:
+    """Where :func:`load_cifar10` would take CIFAR-10 from, in words (reads nothing but the file system)."""
+    if path or os.environ.get(ENV_VAR):
+        given, origin = (path, "--data") if path else (os.environ[ENV_VAR], f"${ENV_VAR}")
+        file = Path(given) / "cifar10.npz" if Path(given).is_dir() else Path(given)
+        state = "" if file.is_file() else " — no such file"
+        return f"npz file {file.resolve()} (from {origin}){state}"
+    root = Path(root or DEFAULT_ROOT).expanduser()
+    if (root / "cifar-10-batches-py").is_dir():
+        return f"torchvision's copy in {root}"
+    return f"torchvision, downloading into {root} on first use (needs the internet; or {FIX})"
+
+
+def unavailable_reason(path: str | Path | None = None, root: str | Path | None = None) -> str | None:
+    """Why :func:`load_cifar10` cannot provide CIFAR-10 here, in one short line; ``None`` when it can."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # torchvision's "Downloading ..." chatter
+            load_cifar10(path, root)
+    except DataUnavailableError:
+        where = Path(root or DEFAULT_ROOT).expanduser()
+        return f"no CIFAR-10: ${ENV_VAR} is not set and torchvision could not download it into {where} (offline?)"
+    except (FileNotFoundError, ValueError) as error:
+        return f"no usable CIFAR-10: {error}"
+    return None
+
+
+def check_split(train: ImageSet, val: ImageSet) -> None:
+    """Raise a ``ValueError`` unless ``train`` and ``val`` can feed the pipeline: 3×32×32 images, every class
+    among the training images (the labelled subsets are stratified), at least one validation image per class."""
+    for name, images in (("training", train), ("validation", val)):
+        if images.images.shape[1:] != (3, IMAGE_SIZE, IMAGE_SIZE):
+            raise ValueError(
+                f"the {name} images must be 3×{IMAGE_SIZE}×{IMAGE_SIZE} (CIFAR-10), got {tuple(images.images.shape[1:])}"
+            )
+    present = train.labels.unique().tolist()
+    if len(present) < len(CLASSES):
+        raise ValueError(
+            f"too few images: the {len(train)} training images hold {len(present)} of the {len(CLASSES)} classes; "
+            f"every class is needed (CIFAR-10 has {NUM_TRAIN + NUM_VAL:,} training images)"
+        )
+    if len(val) < len(CLASSES):
+        raise ValueError(
+            f"too few images: {len(val)} validation images cannot measure a {len(CLASSES)}-class accuracy; "
+            f"give at least {len(CLASSES)} (CIFAR-10 has {NUM_VAL:,})"
+        )
 
 
 def check_percent(percent: float) -> float:

@@ -44,8 +44,8 @@ DEVICE_VARIABLE = "HEBBKIT_DEVICE"  # e.g. "cpu" to keep a GPU machine's runs on
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``"auto"``/``None`` → ``$HEBBKIT_DEVICE`` when set, else CUDA when available, else CPU; anything else is
-    passed to ``torch.device``."""
+    """``"auto"``/``None`` → ``$HEBBKIT_DEVICE`` when set, else CUDA when available, else CPU; otherwise
+    ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``, each only where this machine has it (else ``ValueError``)."""
     parameter = "device"
     if device in (None, "auto"):
         if not os.environ.get(DEVICE_VARIABLE):
@@ -53,11 +53,56 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         parameter, device = DEVICE_VARIABLE, os.environ[DEVICE_VARIABLE]
     try:
         resolved = torch.device(device)
-    except RuntimeError as error:
-        raise ValueError(f"{parameter} must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{parameter}={device!r} asks for CUDA, which is not available here; use 'cpu' or 'auto'")
+    except (RuntimeError, TypeError) as error:
+        resolved, cause = None, error
+    else:
+        cause = None
+    if resolved is None or resolved.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(
+            f"{parameter} must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}"
+        ) from cause
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{parameter}={device!r} asks for CUDA, which is not available here; use 'cpu' or 'auto'")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"{parameter}={device!r} asks for GPU {resolved.index}, but this machine has "
+                             f"{torch.cuda.device_count()}; use 'cuda' or 'auto'")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{parameter}={device!r} asks for MPS (Apple GPUs), which is not available here; "
+                         f"use 'cpu' or 'auto'")
     return resolved
+
+
+def expect_close(what: str, actual: object, expected: object, tolerance: float) -> None:
+    """Check numbers from a training run against expected values, within ``± tolerance`` each, and print one
+    line that does not depend on the exact values (so that nbval can compare it on any CPU).
+
+    ``actual`` and ``expected``: numbers, flat mappings of numbers (``{"hpca": 27.7, ...}``), pandas Series or
+    DataFrames with the same labels. Raises ``AssertionError`` naming every entry out of tolerance (or missing).
+    """
+    check_positive("tolerance", tolerance)
+    got, want = _flat_numbers(actual), _flat_numbers(expected)
+    if got.keys() != want.keys():
+        raise AssertionError(f"{what}: expected entries {sorted(want)}, got {sorted(got)}")
+    off = {key: (got[key], want[key]) for key in want if not abs(got[key] - want[key]) <= tolerance}
+    if off:
+        listed = "; ".join(f"{key}: {value:.4g} (expected {target:.4g})" for key, (value, target) in off.items())
+        raise AssertionError(f"{what}: {len(off)} of {len(want)} values differ by more than {tolerance:g}: {listed}")
+    count = "the value lies" if len(want) == 1 else f"all {len(want)} values lie"
+    print(f"{what}: {count} within ±{tolerance:g} of the expected")
+
+
+def _flat_numbers(values: object) -> dict[str, float]:
+    """Numbers keyed by a readable label: ``{"": x}`` for one number, else one entry per cell."""
+    if hasattr(values, "stack") and hasattr(values, "columns"):  # a DataFrame: one entry per cell
+        values = values.stack()
+    if hasattr(values, "items"):
+        flat = {}
+        for key, value in values.items():
+            label = " / ".join(map(str, key)) if isinstance(key, tuple) else str(key)
+            flat[label] = float(value)
+        return flat
+    return {"value": float(values)}
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -3,16 +3,23 @@
 Each notebook runs in a fresh kernel of this Python environment, in its own folder, with the parameters
 ``QUICK`` and ``FIGURES`` (and ``DATA`` when given) injected after its ``parameters`` cell. Executed
 notebooks go to ``--out`` (written beside their final name, then renamed; a failed one is kept as
-``NAME.failed.ipynb``), figures to ``--figures``. One progress line per notebook.
+``NAME.failed.ipynb`` until the notebook next succeeds), figures to ``--figures`` (default ``OUT/figures``),
+so a run touches no tracked file. A notebook that needs CIFAR-10 is skipped, with the reason and the setting
+that fixes it, where no copy can be had. One progress line per notebook, then a summary.
+
+``clean`` is what a stored notebook keeps: outputs with their PNG figures (so that it reads without a
+kernel), no widget state and no widget views.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import time
 from pathlib import Path
 
+from .data import FIX, unavailable_reason
 from .utils import atomic_path
 
 NOTEBOOKS = (
@@ -25,10 +32,10 @@ NOTEBOOKS = (
 )
 DEFAULT_OUT = Path("runs/workbook")
 DEFAULT_NOTEBOOKS = Path("notebooks")
-DEFAULT_FIGURES = Path("figures")
 IGNORE_MARKERS = ("NBVAL_IGNORE_OUTPUT", "NBVAL_SKIP")
 IGNORE_TAGS = ("nbval-ignore-output", "nbval-skip")
-UNSTORED_MIME = ("image/png", "image/jpeg", "image/svg+xml", "application/vnd.jupyter.widget-view+json")
+WIDGET_MIME = ("application/vnd.jupyter.widget-view+json", "application/vnd.jupyter.widget-state+json")
+DATA_MARKER = "load_cifar10("  # a notebook whose source calls it needs CIFAR-10
 
 
 def _kernel_manager_class() -> type:
@@ -65,23 +72,25 @@ def output_ignored(cell) -> bool:
 
 
 def clean(nb):
-    """Strip a notebook to what is stored: no widget state or run metadata, no images (nbval does not
-    compare them), and no outputs at all in cells whose output nbval ignores. Execution counts stay: nbval
-    rejects a reference cell that has outputs but no count."""
+    """Strip a notebook to what is stored: its outputs, with figures as PNG and without run metadata, widget
+    views (a widget cell's static default figure is the plain figure cell before it) or widget state.
+    Execution counts stay: nbval rejects a reference cell that has outputs but no count."""
     nb.metadata = {key: value for key, value in nb.metadata.items() if key in ("kernelspec", "language_info")}
     nb.metadata["language_info"] = {"name": "python"}
     for cell in nb.cells:
         cell.metadata = {"tags": cell.metadata["tags"]} if cell.metadata.get("tags") else {}
         if cell.cell_type != "code":
             continue
-        if output_ignored(cell):
-            cell.outputs = []
+        cell.outputs = [output for output in cell.outputs if not set(output.get("data", {})) & set(WIDGET_MIME)]
         for output in cell.outputs:
             if "metadata" in output:
                 output.metadata = {}
-            if "data" in output:
-                output.data = {key: value for key, value in output.data.items() if key not in UNSTORED_MIME}
     return nb
+
+
+def needs_data(path: str | Path) -> bool:
+    """Whether the notebook at ``path`` trains on CIFAR-10 (its source calls ``load_cifar10``)."""
+    return DATA_MARKER in Path(path).read_text()
 
 
 def store_outputs(path: str | Path) -> None:
@@ -89,6 +98,7 @@ def store_outputs(path: str | Path) -> None:
     the reference nbval compares against. Run this after editing a notebook."""
     import nbformat
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
 
     path = Path(path)
     _absolute_data_path()
@@ -96,7 +106,10 @@ def store_outputs(path: str | Path) -> None:
     client = NotebookClient(
         nb, kernel_manager_class=_kernel_manager_class(), resources={"metadata": {"path": str(path.parent)}}
     )
-    client.execute()
+    try:
+        client.execute()
+    except CellExecutionError as error:
+        raise RuntimeError(f"{path}: a cell failed ({error.ename}: {error.evalue}); outputs not stored") from None
     with atomic_path(path) as temp:
         nbformat.write(clean(nb), temp)
 
@@ -117,36 +130,40 @@ def select(names: list[str] | None) -> list[str]:
 def run_workbook(
     quick: bool = False,
     out: str | Path = DEFAULT_OUT,
-    figures: str | Path | None = DEFAULT_FIGURES,
+    figures: str | Path | None = None,
     notebooks: str | Path = DEFAULT_NOTEBOOKS,
     only: list[str] | None = None,
     data: str | Path | None = None,
 ) -> dict[str, float]:
-    """Execute the workbook's notebooks in order; return the wall time of each in seconds.
+    """Execute the workbook's notebooks in order; return the wall time in seconds of each that ran.
 
-    Raises ``RuntimeError`` naming the failed notebooks (after running all of them) if any failed.
+    ``figures`` defaults to ``out/figures``. A notebook that needs CIFAR-10 where none can be had is skipped
+    with a line saying why. Raises ``RuntimeError`` naming the failed notebooks (after running all the others).
     """
     import papermill
+    from nbclient.exceptions import DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     notebooks, out = Path(notebooks), Path(out)
-    if not notebooks.is_dir():
-        raise FileNotFoundError(f"notebook folder {notebooks} not found; run from the repository root or pass --notebooks")
-    names = select(only)
-    missing = [name for name in names if not (notebooks / f"{name}.ipynb").is_file()]
-    if missing:
-        raise FileNotFoundError(f"{notebooks} lacks {', '.join(f'{m}.ipynb' for m in missing)}")
+    figures = out / "figures" if figures is None else Path(figures)
+    names = _sources(notebooks, only)
     _absolute_data_path()
-    parameters: dict = {"QUICK": quick, "FIGURES": None if figures is None else str(Path(figures).resolve())}
+    parameters: dict = {"QUICK": quick, "FIGURES": str(figures.resolve())}
     if data is not None:
         parameters["DATA"] = str(Path(data).resolve())
     out.mkdir(parents=True, exist_ok=True)
     mode = "quick" if quick else "full"
     print(f"workbook ({mode}): {len(names)} notebooks -> {out}/, figures -> {figures}/", flush=True)
-    times, failed = {}, []
+    times, skipped, failed = {}, [], []
+    data_problem = functools.cache(lambda: unavailable_reason(data))
     for number, name in enumerate(names, 1):
         source, running, final = notebooks / f"{name}.ipynb", out / f".{name}.running.ipynb", out / f"{name}.ipynb"
         progress = f"[{number}/{len(names)}] {name}"
+        reason = data_problem() if needs_data(source) else None
+        if reason:
+            skipped.append(name)
+            print(f"{progress}: skipped: {reason}; to run it, {FIX}", flush=True)
+            continue
         print(f"{progress} ...", flush=True)
         start = time.perf_counter()
         try:
@@ -158,44 +175,54 @@ def run_workbook(
                 progress_bar=False,
                 kernel_manager_class=_kernel_manager_class(),
             )
-        except PapermillExecutionError as error:
+        except (PapermillExecutionError, DeadKernelError) as error:
             times[name] = time.perf_counter() - start
-            running.replace(out / f"{name}.failed.ipynb")
+            if running.exists():
+                running.replace(out / f"{name}.failed.ipynb")
             failed.append(name)
-            print(f"{progress}: FAILED after {times[name]:.1f} s: {error.ename}: {error.evalue} (cell {error.exec_count})", flush=True)
+            what = f"{error.ename}: {error.evalue} (cell {error.exec_count})" if hasattr(error, "ename") else str(error)
+            print(f"{progress}: FAILED after {times[name]:.1f} s: {what}", flush=True)
             continue
         times[name] = time.perf_counter() - start
         running.replace(final)
+        (out / f"{name}.failed.ipynb").unlink(missing_ok=True)  # an earlier failure is stale now
         print(f"{progress}: ok in {times[name]:.1f} s", flush=True)
-    print(f"workbook ({mode}): {len(names) - len(failed)}/{len(names)} notebooks ran in {sum(times.values()):.0f} s")
+    ran = len(names) - len(skipped) - len(failed)
+    summary = f"workbook ({mode}): {ran} ran, {len(skipped)} skipped, {len(failed)} failed, in {sum(times.values()):.0f} s"
+    if skipped:
+        summary += f" (skipped: {', '.join(skipped)})"
+    print(summary, flush=True)
     if failed:
         raise RuntimeError(f"{len(failed)} notebook(s) failed: {', '.join(failed)}; see {out}/NAME.failed.ipynb")
     return times
 
 
-def _run(args: argparse.Namespace) -> int:
-    if args.store_outputs:
-        for number, name in enumerate(select(args.only), 1):
-            print(f"[{number}] storing outputs of {args.notebooks / name}.ipynb", flush=True)
-            store_outputs(args.notebooks / f"{name}.ipynb")
+def _sources(notebooks: Path, only: list[str] | None) -> list[str]:
+    """The chosen notebook names, after checking that ``notebooks`` holds them."""
+    if not notebooks.is_dir():
+        raise FileNotFoundError(f"notebook folder {notebooks} not found; run from the repository root or pass --notebooks")
+    names = select(only)
+    missing = [name for name in names if not (notebooks / f"{name}.ipynb").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{notebooks} lacks {', '.join(f'{m}.ipynb' for m in missing)}")
+    return names
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``hebbkit workbook`` (its arguments: see ``hebbkit.cli``)."""
+    if not args.store_outputs:
+        run_workbook(args.quick, args.out, args.figures, args.notebooks, args.only, args.data)
         return 0
-    run_workbook(args.quick, args.out, args.figures, args.notebooks, args.only, args.data)
+    if args.data is not None:
+        os.environ["HEBBKIT_DATA"] = str(args.data)
+    names = _sources(args.notebooks, args.only)
+    data_problem = functools.cache(lambda: unavailable_reason(args.data))
+    for number, name in enumerate(names, 1):
+        path = args.notebooks / f"{name}.ipynb"
+        reason = data_problem() if needs_data(path) else None
+        if reason:
+            print(f"[{number}/{len(names)}] {path}: not stored: {reason}; {FIX}", flush=True)
+            continue
+        print(f"[{number}/{len(names)}] storing the outputs of {path}", flush=True)
+        store_outputs(path)
     return 0
-
-
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """Add ``hebbkit workbook`` to the command line."""
-    parser = commands.add_parser(
-        "workbook", help="run every notebook headlessly (papermill); figures to figures/", description=__doc__
-    )
-    parser.add_argument("--quick", action="store_true", help="small settings: all six notebooks in minutes on a CPU")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"executed notebooks (default {DEFAULT_OUT})")
-    parser.add_argument("--figures", type=Path, default=DEFAULT_FIGURES, help=f"figures (default {DEFAULT_FIGURES})")
-    parser.add_argument("--notebooks", type=Path, default=DEFAULT_NOTEBOOKS, help=f"source folder (default {DEFAULT_NOTEBOOKS})")
-    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks (names or 00..05)")
-    parser.add_argument("--data", type=Path, help="CIFAR-10 npz file or folder (default: $HEBBKIT_DATA, else download)")
-    parser.add_argument(
-        "--store-outputs", action="store_true", help="maintainers: re-run the source notebooks and store their clean outputs for nbval"
-    )
-    parser.set_defaults(run=_run)
-

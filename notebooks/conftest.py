@@ -1,25 +1,18 @@
-"""nbval: the notebooks that train on CIFAR-10 skip, with the reason, where no copy can be had
-(no ``HEBBKIT_DATA`` npz, no torchvision download); the others still run."""
+"""nbval: the notebooks that train on CIFAR-10 skip, with the reason and the setting that fixes it, where no
+copy can be had (no ``HEBBKIT_DATA`` npz, no torchvision download); the others still run. The same rule as
+``hebbkit workbook``'s."""
 
 import functools
 
 import pytest
 
-from hebbkit.data import DataUnavailableError, load_cifar10
+from hebbkit.data import FIX, unavailable_reason
+from hebbkit.workbook import needs_data
 
-
-@functools.cache
-def _cifar_unavailable() -> str | None:
-    try:
-        load_cifar10()
-    except (DataUnavailableError, FileNotFoundError) as error:
-        return str(error)
-    return None
+_reason = functools.cache(unavailable_reason)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if item.path.suffix == ".ipynb" and "load_cifar10(" in item.path.read_text():
-            reason = _cifar_unavailable()
-            if reason:
-                item.add_marker(pytest.mark.skip(reason=reason))
+        if item.path.suffix == ".ipynb" and needs_data(item.path) and _reason():
+            item.add_marker(pytest.mark.skip(reason=f"{_reason()}; to run it, {FIX}"))

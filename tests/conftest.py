@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests that need the real CIFAR-10 npz skip when ../shared/data is absent.
+"""Shared fixtures. Tests that need the real CIFAR-10 npz read ``$HEBBKIT_DATA`` (else the copy beside a
+developer's checkout, ../shared/data/cifar10.npz) and skip, saying how to provide one, where neither exists.
 
 The suite runs on the CPU even where a GPU is present (``device="auto"`` follows ``HEBBKIT_DEVICE``), so that
 its exact-equality and determinism checks hold everywhere; tests/test_device.py runs the CUDA path explicitly.
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from hebbkit.data import ENV_VAR
 from hebbkit.utils import DEVICE_VARIABLE
 
 os.environ.setdefault(DEVICE_VARIABLE, "cpu")
@@ -18,7 +20,9 @@ SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 
 @pytest.fixture
 def cifar_npz() -> Path:
-    """Path of the offline CIFAR-10 npz beside the checkout; skips the test where it is absent."""
-    if not SHARED_CIFAR.is_file():
-        pytest.skip(f"real CIFAR-10 not available at {SHARED_CIFAR}")
-    return SHARED_CIFAR
+    """Path of the real CIFAR-10 npz: ``$HEBBKIT_DATA``, else the shared copy; skips the test where neither is."""
+    path = Path(os.environ[ENV_VAR]) if os.environ.get(ENV_VAR) else SHARED_CIFAR
+    path = path / "cifar10.npz" if path.is_dir() else path
+    if not path.is_file():
+        pytest.skip(f"no real CIFAR-10 npz at {path}: set {ENV_VAR}=PATH to run this test")
+    return path

@@ -14,10 +14,12 @@ from hebbkit.data import (
     DataUnavailableError,
     ImageSet,
     check_percent,
+    describe_source,
     labelled_subset,
     load_cifar10,
     load_npz,
     synthetic_cifar10,
+    unavailable_reason,
 )
 
 
@@ -74,7 +76,7 @@ def test_wrong_keys_are_named(tmp_path):
 def test_wrong_image_shape_is_named(tmp_path):
     content = arrays()
     content["x_train"] = content["x_train"][..., :2]
-    with pytest.raises(ValueError, match=r"x_train must have shape \(N, H, W, 3\)"):
+    with pytest.raises(ValueError, match=r"cifar10.npz: x_train must have shape \(N, 32, 32, 3\)"):
         load_npz(write(tmp_path, **content))
 
 
@@ -126,6 +128,28 @@ def test_offline_without_data_says_both_ways_to_fix_it(tmp_path, monkeypatch):
         load_cifar10(root=tmp_path, download=False)
     message = str(error.value)
     assert "go online" in message and "--data PATH" in message and ENV_VAR in message
+
+
+def test_offline_without_data_is_one_short_reason(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setattr("torchvision.datasets.CIFAR10.download", lambda self: None)  # offline, even where online
+    reason = unavailable_reason(root=tmp_path)
+    assert reason == f"no CIFAR-10: ${ENV_VAR} is not set and torchvision could not download it into {tmp_path} (offline?)"
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "missing.npz"))
+    assert unavailable_reason() == f"no usable CIFAR-10: no npz file at {tmp_path / 'missing.npz'}"
+    monkeypatch.setenv(ENV_VAR, str(write(tmp_path, **arrays())))
+    assert unavailable_reason() is None
+
+
+def test_describe_source_names_file_variable_or_download(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert describe_source(root=tmp_path).startswith(f"torchvision, downloading into {tmp_path} on first use")
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    assert describe_source(root=tmp_path) == f"torchvision's copy in {tmp_path}"
+    path = write(tmp_path, **arrays())
+    assert describe_source(tmp_path) == f"npz file {path} (from --data)"
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "gone.npz"))
+    assert describe_source() == f"npz file {tmp_path / 'gone.npz'} (from ${ENV_VAR}) — no such file"
 
 
 def test_protocol_split_needs_fifty_thousand_images():

@@ -27,7 +27,7 @@ def test_auto_follows_the_environment_variable(monkeypatch):
 def test_bad_devices_name_their_source(monkeypatch, variable, device, named):
     if variable is not None:
         monkeypatch.setenv(DEVICE_VARIABLE, variable)
-    with pytest.raises(ValueError, match=f"^{named} must be 'auto', 'cpu', 'cuda' or 'cuda:N'"):
+    with pytest.raises(ValueError, match=f"^{named} must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"):
         resolve_device(device)
 
 

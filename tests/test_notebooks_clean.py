@@ -1,5 +1,6 @@
-"""The workbook's notebooks are stored clean: small text outputs only, no widget state, a parameters cell
-of literals, widget cells ignored by nbval and preceded by a plain figure call."""
+"""The workbook's notebooks are stored clean and read without a kernel: outputs with their figures as PNG,
+each notebook within a size budget, no widget state or views, a parameters cell of literals, widget cells
+ignored by nbval and preceded by the same figure drawn statically (its default)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from hebbkit.workbook import NOTEBOOKS, UNSTORED_MIME, clean, output_ignored
+from hebbkit.workbook import NOTEBOOKS, WIDGET_MIME, clean, output_ignored
 
 FOLDER = Path(__file__).resolve().parents[1] / "notebooks"
 PATHS = sorted(FOLDER.glob("*.ipynb"))
-MAX_OUTPUT_CHARS, MAX_NOTEBOOK_OUTPUT_CHARS = 2_000, 10_000
+MAX_NOTEBOOK_BYTES = 1_500_000  # the stored file, figures included
+MAX_TEXT_CHARS = 3_000  # the text of one output (images aside)
 INJECTED = {"QUICK", "FIGURES"}  # what `hebbkit workbook` injects into every notebook
 
 
@@ -38,16 +40,28 @@ def test_valid_and_stored_clean(notebook) -> None:
     assert clean(copy.deepcopy(notebook)) == notebook, "re-run `hebbkit workbook --store-outputs --only NAME`"
 
 
-def test_outputs_are_small_text(notebook) -> None:
-    total = 0
+def test_within_the_size_budget(notebook, request) -> None:
+    path = FOLDER / f"{request.node.callspec.id}.ipynb"
+    size = path.stat().st_size
+    assert size <= MAX_NOTEBOOK_BYTES, f"{path.name} is {size:,} bytes, over the budget of {MAX_NOTEBOOK_BYTES:,}"
+
+
+def test_outputs_hold_text_and_png_figures_only(notebook) -> None:
     for cell in _code_cells(notebook):
         for output in cell.outputs:
             assert output.output_type != "error", f"stored error in cell {cell.id}"
-            assert not set(output.get("data", {})) & set(UNSTORED_MIME), f"image or widget stored in cell {cell.id}"
-            size = len(json.dumps(output))
-            assert size <= MAX_OUTPUT_CHARS, f"cell {cell.id} stores {size} characters of output"
-            total += size
-    assert total <= MAX_NOTEBOOK_OUTPUT_CHARS
+            data = output.get("data", {})
+            assert not set(data) & set(WIDGET_MIME), f"widget stored in cell {cell.id}"
+            text = data.get("text/plain", "") + output.get("text", "")
+            assert len(text) <= MAX_TEXT_CHARS, f"cell {cell.id} stores {len(text)} characters of text"
+
+
+def test_every_figure_is_stored_as_png(notebook) -> None:
+    for cell in _code_cells(notebook):
+        for output in cell.outputs:
+            data = output.get("data", {})
+            if data.get("text/plain", "").startswith("<Figure size"):
+                assert "image/png" in data, f"cell {cell.id} shows a figure but stores no PNG: re-store the notebook"
 
 
 def test_first_code_cell_holds_literal_parameters(notebook) -> None:
@@ -69,8 +83,8 @@ def test_widget_cells_are_ignored_by_nbval_and_follow_a_plain_figure(notebook) -
     for before, cell in zip(cells, cells[1:]):
         if "interactive_figure(" in cell.source:
             assert output_ignored(cell) and cell.source.startswith("# NBVAL_IGNORE_OUTPUT")
-            shown = [output.get("data", {}).get("text/plain", "") for output in before.outputs]
-            assert any(text.startswith("<Figure size") for text in shown), f"no plain figure before cell {cell.id}"
+            shown = [output.get("data", {}) for output in before.outputs]
+            assert any("image/png" in data for data in shown), f"no static figure before widget cell {cell.id}"
 
 
 def test_opens_with_objectives_and_closes_with_self_checking_exercises(notebook) -> None:

@@ -12,8 +12,7 @@ from nbformat.v4 import new_code_cell, new_notebook, new_output
 
 from hebbkit import demos, viz, workbook
 from hebbkit.cli import main
-from hebbkit.data import synthetic_cifar10
-from hebbkit.lagani import CosineCompetitive
+from hebbkit.data import ENV_VAR, synthetic_cifar10
 from hebbkit.rules import HPCA, Competitive, Hebb, Oja
 
 matplotlib.use("Agg")
@@ -32,15 +31,34 @@ def test_batch_injects_parameters_writes_outputs_and_reports_failures(tmp_path, 
     nbformat.write(_notebook("print('quick', QUICK)", "open('made.txt', 'w').write(FIGURES)"), folder / "00_overview.ipynb")
     nbformat.write(_notebook("raise ValueError('broken on purpose')"), folder / "01_rules_and_losses.ipynb")
     with pytest.raises(RuntimeError, match="1 notebook.*01_rules_and_losses"):
-        workbook.run_workbook(quick=True, out=out, figures=tmp_path / "figs", notebooks=folder, only=["00", "01"])
+        workbook.run_workbook(quick=True, out=out, notebooks=folder, only=["00", "01"])
     executed = nbformat.read(out / "00_overview.ipynb", as_version=4)
     assert any("quick True" in output.get("text", "") for cell in executed.cells for output in cell.get("outputs", []))
-    assert (folder / "made.txt").read_text() == str((tmp_path / "figs").resolve())  # ran in its own folder
+    assert (folder / "made.txt").read_text() == str((out / "figures").resolve())  # ran in its own folder; figures in out
     assert (out / "01_rules_and_losses.failed.ipynb").is_file()
     assert sorted(path.name for path in out.iterdir()) == ["00_overview.ipynb", "01_rules_and_losses.failed.ipynb"]
     printed = capsys.readouterr().out
     assert "[1/2] 00_overview ...\n[1/2] 00_overview: ok in" in printed
     assert "[2/2] 01_rules_and_losses: FAILED" in printed and "broken on purpose" in printed
+    assert "workbook (quick): 1 ran, 0 skipped, 1 failed, in " in printed
+
+    nbformat.write(_notebook("print('fixed')"), folder / "01_rules_and_losses.ipynb")
+    workbook.run_workbook(quick=True, out=out, notebooks=folder, only=["01"])
+    assert sorted(path.name for path in out.iterdir()) == ["00_overview.ipynb", "01_rules_and_losses.ipynb"]
+
+
+def test_notebooks_that_need_missing_data_are_skipped_with_the_fix(tmp_path, capsys, monkeypatch) -> None:
+    folder, out = tmp_path / "notebooks", tmp_path / "out"
+    folder.mkdir()
+    nbformat.write(_notebook("print('no data needed')"), folder / "02_single_neuron.ipynb")
+    nbformat.write(_notebook("from hebbkit.data import load_cifar10\ndata = load_cifar10()"), folder / "03_conv_filters.ipynb")
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "absent.npz"))
+    assert workbook.run_workbook(quick=True, out=out, notebooks=folder, only=["02", "03"]).keys() == {"02_single_neuron"}
+    printed = capsys.readouterr().out
+    assert (f"[2/2] 03_conv_filters: skipped: no usable CIFAR-10: no npz file at {tmp_path / 'absent.npz'}; to run it, "
+            f"set {ENV_VAR}=PATH to a CIFAR-10 npz file, or pass --data PATH\n") in printed
+    assert "workbook (quick): 1 ran, 1 skipped, 0 failed, in " in printed and "(skipped: 03_conv_filters)" in printed
+    assert sorted(path.name for path in out.iterdir()) == ["02_single_neuron.ipynb"]
 
 
 def test_select_keeps_workbook_order_and_rejects_unknown_names() -> None:
@@ -55,17 +73,21 @@ def test_cli_reports_a_missing_notebook_folder(tmp_path, capsys) -> None:
     assert "hebbkit workbook: error: notebook folder" in capsys.readouterr().err
 
 
-def test_clean_drops_images_widget_state_and_ignored_outputs() -> None:
+def test_clean_keeps_figures_and_drops_widgets_and_run_metadata() -> None:
     nb = _notebook("x = 1", "# NBVAL_IGNORE_OUTPUT\nshow()")
-    nb.metadata["widgets"] = {"state": {}}
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {}}
+    nb.metadata["papermill"] = {"duration": 1.0}
     figure = new_output("display_data", data={"text/plain": "<Figure>", "image/png": "AAAA"}, metadata={"w": 1})
     nb.cells[1].outputs = [figure]
-    nb.cells[2].outputs = [new_output("stream", name="stdout", text="volatile")]
+    widget = new_output("execute_result", data={"text/plain": "VBox()", "application/vnd.jupyter.widget-view+json": {}})
+    nb.cells[2].outputs = [new_output("stream", name="stdout", text="volatile"), widget]
+    nb.cells[2].metadata["papermill"] = {"duration": 1.0}
     cleaned = workbook.clean(nb)
-    assert "widgets" not in cleaned.metadata
-    assert cleaned.cells[1].outputs[0].data == {"text/plain": "<Figure>"} and cleaned.cells[1].outputs[0].metadata == {}
-    assert cleaned.cells[2].outputs == []
-    assert cleaned.cells[0].metadata == {"tags": ["parameters"]}
+    assert set(cleaned.metadata) == {"kernelspec", "language_info"}
+    assert cleaned.cells[1].outputs[0].data == {"text/plain": "<Figure>", "image/png": "AAAA"}
+    assert cleaned.cells[1].outputs[0].metadata == {}
+    assert [output.output_type for output in cleaned.cells[2].outputs] == ["stream"]
+    assert cleaned.cells[0].metadata == {"tags": ["parameters"]} and cleaned.cells[2].metadata == {}
 
 
 def test_oja_converges_to_the_first_principal_axis_with_unit_norm() -> None:
@@ -155,6 +177,8 @@ def test_a_hebbian_conv_layer_with_hpca_finds_the_leading_patch_component() -> N
 
 
 def test_unit_norm_filters_stay_unit_norm_and_draw() -> None:
+    from hebbkit.lagani import CosineCompetitive
+
     images = synthetic_cifar10(16, 0, size=10, seed=6).train.float()
     filters = demos.train_conv_filters(images, CosineCompetitive("soft", 0.1), channels=6, unit_norm=True, batch_size=4)
     assert torch.allclose(filters.flatten(1).norm(dim=1), torch.ones(6), atol=1e-5)
