@@ -4,33 +4,41 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 # The offline CIFAR-10 beside a checkout (developers' machines, CI) unless HEBBKIT_DATA is set; elsewhere the
-# notebooks download CIFAR-10 with torchvision.
+# notebooks download CIFAR-10 with torchvision, or skip (saying why) where that is impossible.
 SHARED_CIFAR := $(abspath $(CURDIR)/../shared/data/cifar10.npz)
 ifeq ($(HEBBKIT_DATA),)
 ifneq ($(wildcard $(SHARED_CIFAR)),)
 export HEBBKIT_DATA := $(SHARED_CIFAR)
 endif
 endif
-# Every notebook runs in quick mode and its printed numbers are compared with the stored ones.
+# The notebooks under nbval in quick mode: exact outputs compared, training numbers checked within tolerances.
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-.PHONY: install test workbook workbook-full bench clean
+.PHONY: install test test-notebooks workbook workbook-full figures bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
+	@echo "Installing hebbkit and its dependencies into $(VENV): a few minutes, about 6 GB with PyPI's CUDA torch"
+	@echo "(about 1.6 GB with a CPU-only torch: see README.md, Install)."
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --progress-bar on -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
 
-test: install
+test: install  # unit tests and every notebook (at the default thread count)
 	$(PY) -m pytest tests notebooks $(NBVAL)
 
-workbook: install  # all six notebooks, quick settings: executed copies in runs/workbook/, figures in figures/
+test-notebooks: install  # the notebooks alone; CI runs this again at one thread (OMP_NUM_THREADS=1)
+	$(PY) -m pytest notebooks $(NBVAL)
+
+workbook: install  # all six notebooks, quick settings: executed copies and figures in runs/workbook/
 	$(PY) -m hebbkit workbook --quick
 
 workbook-full: install  # the full settings (use a GPU if you have one)
 	$(PY) -m hebbkit workbook
+
+figures: install  # redraw the committed figures/ that are stale (from results/ and the demos)
+	$(PY) -m hebbkit figures
 
 bench: install
 	$(PY) benchmarks/bench_layers.py --quick

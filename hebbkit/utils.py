@@ -83,7 +83,8 @@ def expect_close(what: str, actual: object, expected: object, tolerance: float) 
     check_positive("tolerance", tolerance)
     got, want = _flat_numbers(actual), _flat_numbers(expected)
     if got.keys() != want.keys():
-        raise AssertionError(f"{what}: expected entries {sorted(want)}, got {sorted(got)}")
+        measured = {key: round(value, 1) for key, value in got.items()}
+        raise AssertionError(f"{what}: expected the entries {sorted(want)}, got these: {measured}")
     off = {key: (got[key], want[key]) for key in want if not abs(got[key] - want[key]) <= tolerance}
     if off:
         listed = "; ".join(f"{key}: {value:.4g} (expected {target:.4g})" for key, (value, target) in off.items())
