@@ -14,6 +14,7 @@ from hebbkit import demos, viz, workbook
 from hebbkit.cli import main
 from hebbkit.data import ENV_VAR, synthetic_cifar10
 from hebbkit.rules import HPCA, Competitive, Hebb, Oja
+from hebbkit.utils import expect_close
 
 matplotlib.use("Agg")
 
@@ -185,3 +186,34 @@ def test_unit_norm_filters_stay_unit_norm_and_draw() -> None:
     assert len(viz.filters_row_figure({"a": filters, "b": -filters}, columns=3).axes) == 2
     with pytest.raises(ValueError, match="channels and batch_size must be >= 1"):
         demos.train_conv_filters(images, CosineCompetitive(), channels=0)
+
+
+def test_expect_close_prints_a_line_free_of_the_measured_values(capsys) -> None:
+    import pandas as pd
+
+    table = pd.DataFrame({"L1": [17.8, 27.7], "L3": [13.7, 26.6]}, index=pd.Index([1.0, 10.0], name="regime"))
+    expected = {"1.0 / L1": 17.0, "1.0 / L3": 15.0, "10.0 / L1": 30.0, "10.0 / L3": 25.0}
+    expect_close("accuracy (%)", table, expected, 3.0)
+    expect_close("accuracy (%)", table + 0.5, expected, 3.0)  # another CPU: the same line
+    expect_close("norm", 1.004, 1.0, 0.01)
+    assert capsys.readouterr().out == (
+        "accuracy (%): all 4 values lie within ±3 of the expected\n" * 2 + "norm: the value lies within ±0.01 of the expected\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("actual", "message"),
+    [
+        ({"hpca": 20.0, "vae": 18.5}, r"1 of 2 values differ by more than 3: hpca: 20 \(expected 27\.7\)"),
+        ({"hpca": float("nan"), "vae": 18.0}, r"1 of 2 values differ by more than 3: hpca: nan"),
+        ({"hpca": 27.0}, r"expected the entries \['hpca', 'vae'\], got these: \{'hpca': 27.0\}"),
+    ],
+)
+def test_expect_close_fails_naming_what_is_off(actual, message) -> None:
+    with pytest.raises(AssertionError, match=message):
+        expect_close("accuracy (%)", actual, {"hpca": 27.7, "vae": 18.0}, 3.0)
+
+
+def test_expect_close_needs_a_positive_tolerance() -> None:
+    with pytest.raises(ValueError, match="tolerance must be a number > 0"):
+        expect_close("x", 1.0, 1.0, 0)
