@@ -7,14 +7,12 @@ Submodules and the main classes load on first use (``hebbkit.data``, ``hebbkit.H
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from typing import Any
 
 __version__ = "0.1.0"
 
-SUBMODULES = (
-    "cli", "data", "demos", "figures", "lagani", "layers", "miconi", "multilayer", "paper", "probe", "reproduce",
-    "rules", "utils", "viz", "workbook",
-)
+SUBMODULES = tuple(sorted(module.name for module in pkgutil.iter_modules(__path__) if not module.name.startswith("_")))
 _CLASSES = {
     "HebbianConv2d": "layers", "HebbianLinear": "layers",
     "Hebb": "rules", "Oja": "rules", "Competitive": "rules", "HPCA": "rules", "make_rule": "rules",

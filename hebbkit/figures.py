@@ -2,7 +2,7 @@
 the committed ``results/``, the code of the deterministic demos, and (for the filter picture) CIFAR-10.
 
 Each PNG stores the SHA-256 of its inputs (the bytes of its result files, the source of the hebbkit modules
-and of the function that draw it, and a fingerprint of the images it learns from) in the PNG text chunk
+that draw it, this one included, and the images it learns from) in the PNG text chunk
 ``hebbkit:inputs``. :func:`check` recomputes that digest without drawing: a figure whose results or code
 changed since it was drawn is *stale*, and ``tests/test_figures.py`` fails until ``hebbkit figures`` redraws
 it. The notebooks save their own figures under ``runs/`` (``hebbkit workbook``), never here.
@@ -14,7 +14,6 @@ import argparse
 import functools
 import hashlib
 import importlib.util
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -179,8 +178,8 @@ def digest(figure: Figure, root: str | Path = ".", data: str | Path | None = Non
         add(f"file {name}", path.read_bytes())
     for module in figure.code:
         add(f"module {module}", _module_source(module))
-    if figure.draw is not None:
-        add("drawing", inspect.getsource(figure.draw).encode())
+    if figure.draw is not None:  # this module's drawing functions and their shared helpers
+        add(f"drawing {figure.draw.__name__}", _module_source(__name__))
     if figure.needs_data:
         add("images", _filter_images(data).images.numpy().tobytes())
     return sha.hexdigest()
