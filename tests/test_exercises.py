@@ -1,0 +1,116 @@
+"""The coding exercises of notebooks 00–03: every solution (the ```python block in the collapsed "Solution" cell
+after an exercise) passes the notebook's own check call, every stub reports "not attempted", and every checker
+rejects a wrong answer."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from hebbkit import exercises
+from hebbkit.data import synthetic_cifar10
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NAMES = ("00_overview", "01_rules_and_losses", "02_single_neuron", "03_conv_filters")
+SOLUTION = re.compile(r"<details><summary>Solution</summary>.*?```python\n(.*?)```", re.S)
+
+
+@dataclass(frozen=True)
+class Exercise:
+    notebook: str
+    stub: str  # the exercise cell as the learner finds it
+    checks: str  # its lines that call a checker
+    solution: str
+
+    def __str__(self) -> str:
+        return f"{self.notebook}:{self.checks.split('(')[0]}"
+
+
+def coding_exercises() -> list[Exercise]:
+    """Every code cell that calls ``exercises.check_*``, with the solution block of the markdown cell after it."""
+    found = []
+    for name in NAMES:
+        cells = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4).cells
+        for index, cell in enumerate(cells):
+            checks = [line for line in cell.source.splitlines() if line.startswith("exercises.check_")]
+            if cell.cell_type != "code" or not checks:
+                continue
+            following = cells[index + 1] if index + 1 < len(cells) else None
+            match = SOLUTION.search(following.source) if following is not None and following.cell_type == "markdown" else None
+            assert match, f"{name}: the exercise calling {checks[0]} has no collapsed solution after it"
+            found.append(Exercise(name, cell.source, "\n".join(checks), match.group(1)))
+    return found
+
+
+EXERCISES = coding_exercises()
+
+
+def namespace() -> dict:
+    """What the exercise cells use from their notebook's setup: small synthetic images stand in for CIFAR-10."""
+    return {"torch": torch, "dataclass": dataclass, "exercises": exercises,
+            "images": synthetic_cifar10(200, 10).train.float()}
+
+
+def test_every_notebook_has_coding_exercises() -> None:
+    per_notebook = {name: sum(e.notebook == name for e in EXERCISES) for name in NAMES}
+    assert sum(per_notebook.values()) >= 3 and all(per_notebook[name] >= 1 for name in NAMES[:3]), per_notebook
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=str)
+def test_solution_passes_its_checker(exercise: Exercise, capsys: pytest.CaptureFixture) -> None:
+    scope = namespace()
+    exec(exercise.solution, scope)
+    exec(exercise.checks, scope)
+    out = capsys.readouterr().out
+    assert "correct!" in out and "not attempted" not in out, out
+
+
+@pytest.mark.parametrize("exercise", EXERCISES, ids=str)
+def test_stub_reports_not_attempted(exercise: Exercise, capsys: pytest.CaptureFixture) -> None:
+    exec(exercise.stub, namespace())
+    assert "not attempted yet" in capsys.readouterr().out
+
+
+@dataclass(frozen=True)
+class _OjaPerUnit:
+    """A wrong Sanger: every unit runs Oja's rule on its own (diagonal instead of lower triangle)."""
+
+    def update(self, x, weight, y, *, scale=1.0, **geometry):
+        return scale * (y.T @ x - torch.diag(torch.diag(y.T @ y)) @ weight) / len(x)
+
+
+@dataclass(frozen=True)
+class _NoScale:
+    """A wrong Sanger: right update, but ignores ``scale`` (so a plastic layer would ascend the wrong way)."""
+
+    def update(self, x, weight, y, *, scale=1.0, **geometry):
+        return (y.T @ x - torch.tril(y.T @ y) @ weight) / len(x)
+
+
+def _naive_softmax(y, temperature):
+    e = (y / temperature).exp()
+    return e / e.sum(1, keepdim=True)
+
+
+WRONG = [
+    (exercises.check_hebb, lambda x, w: (x @ w)[:, None].mul(x).sum(0)),  # sum, not mean
+    (exercises.check_oja, lambda x, w: ((x @ w)[:, None] * x).mean(0)),  # no decay
+    (exercises.check_soft_wta, _naive_softmax),  # overflows at y / T = 1000
+    (exercises.check_soft_wta, lambda y, t: torch.softmax(y / t, 0)),  # over the batch, not the units
+    (exercises.check_hebb_loss, lambda y: -y.square().sum(1).mean()),  # no detach: twice the rule
+    (exercises.check_instar_loss, lambda y, w, r: -(r * y).sum(1).mean() + 0.5 * (r.mean(0) * w.square().sum(1)).sum()),
+    (exercises.check_sanger, _OjaPerUnit()),
+    (exercises.check_sanger, _NoScale()),
+    (lambda rule: exercises.check_sanger_patches(rule, namespace()["images"]), _OjaPerUnit()),
+]
+
+
+@pytest.mark.parametrize("check, answer", WRONG)
+def test_checker_rejects_a_wrong_answer(check, answer) -> None:
+    with pytest.raises(AssertionError):
+        check(answer)
