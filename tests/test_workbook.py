@@ -62,6 +62,24 @@ def test_notebooks_that_need_missing_data_are_skipped_with_the_fix(tmp_path, cap
     assert sorted(path.name for path in out.iterdir()) == ["02_single_neuron.ipynb"]
 
 
+def test_store_outputs_keeps_figures_as_png_and_drops_widgets(tmp_path, capsys, monkeypatch) -> None:
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    figure = "import matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(2, 2))\n_ = ax.plot([0, 1])"
+    widget = "# NBVAL_IGNORE_OUTPUT\nimport ipywidgets\nipywidgets.IntSlider()"
+    nbformat.write(_notebook(figure, widget), folder / "00_overview.ipynb")
+    nbformat.write(_notebook("from hebbkit.data import load_cifar10\nload_cifar10()"), folder / "03_conv_filters.ipynb")
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "absent.npz"))
+    assert main(["workbook", "--store-outputs", "--notebooks", str(folder), "--only", "00", "03"]) == 0
+    stored = nbformat.read(folder / "00_overview.ipynb", as_version=4)
+    (shown,) = stored.cells[1].outputs
+    assert shown.data["image/png"] and shown.data["text/plain"].startswith("<Figure size 200x200")
+    assert stored.cells[2].outputs == [] and "widgets" not in stored.metadata
+    assert workbook.clean(nbformat.read(folder / "00_overview.ipynb", as_version=4)) == stored
+    assert "[2/2] notebooks/03_conv_filters.ipynb: not stored: no usable CIFAR-10" in capsys.readouterr().out.replace(str(tmp_path) + "/", "")
+    assert nbformat.read(folder / "03_conv_filters.ipynb", as_version=4).cells[1].outputs == []
+
+
 def test_select_keeps_workbook_order_and_rejects_unknown_names() -> None:
     assert workbook.select(None) == list(workbook.NOTEBOOKS)
     assert workbook.select(["02", "00_overview"]) == ["00_overview", "02_single_neuron"]
@@ -178,14 +196,12 @@ def test_a_hebbian_conv_layer_with_hpca_finds_the_leading_patch_component() -> N
 
 
 def test_unit_norm_filters_stay_unit_norm_and_draw() -> None:
-    from hebbkit.lagani import CosineCompetitive
-
     images = synthetic_cifar10(16, 0, size=10, seed=6).train.float()
-    filters = demos.train_conv_filters(images, CosineCompetitive("soft", 0.1), channels=6, unit_norm=True, batch_size=4)
+    filters = demos.train_conv_filters(images, Competitive("soft", temperature=0.1), channels=6, unit_norm=True, batch_size=4)
     assert torch.allclose(filters.flatten(1).norm(dim=1), torch.ones(6), atol=1e-5)
     assert len(viz.filters_row_figure({"a": filters, "b": -filters}, columns=3).axes) == 2
     with pytest.raises(ValueError, match="channels and batch_size must be >= 1"):
-        demos.train_conv_filters(images, CosineCompetitive(), channels=0)
+        demos.train_conv_filters(images, Competitive(), channels=0)
 
 
 def test_expect_close_prints_a_line_free_of_the_measured_values(capsys) -> None:
