@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
@@ -215,3 +216,68 @@ def image_patches(images: Tensor, size: int, count: int, seed: int = 0) -> Tenso
     cols = (left + torch.arange(size))[:, None, None, :]
     channels = torch.arange(images.shape[1])[None, :, None, None]
     return images[which[:, None, None, None], channels, rows, cols].flatten(1)
+
+
+# ------------------------------------------------------------------------------- layers and own images
+
+LAGANI_FIELDS = {1: (6, 2), 2: (10, 2), 3: (16, 4), 4: (24, 4), 5: (32, 32)}
+"""(size, stride) in input pixels of a unit at the output of each block of Lagani's network (32×32 inputs):
+conv 5 and pool 2, conv 3, conv 3 and pool 2, conv 3, fully connected."""
+
+
+@torch.no_grad()
+def lagani_pictures(net: torch.nn.Module, images: Tensor, layer: int, units: int = 16, n_top: int = 20,
+                    batch_size: int = 250) -> Tensor:
+    """What the first ``units`` units of block ``layer`` of a ``lagani.LaganiNet`` respond to: for each, the
+    mean of the ``n_top`` image patches under its receptive field (``LAGANI_FIELDS``) where its output is
+    largest over ``images`` (N, 3, 32, 32, standardised). Returns (units, 3, R, R)."""
+    size, stride = LAGANI_FIELDS[layer]
+    channels = net.blocks[layer - 1].norm.num_features
+    device = next(net.parameters()).device
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        features = net.eval().features(images[start : start + batch_size].to(device), layer).cpu()
+        outputs.append(features.view(len(features), channels, -1)[:, :units])
+    out = torch.cat(outputs)  # (N, units, positions)
+    positions, side = out.shape[2], math.isqrt(out.shape[2])
+    top = out.permute(1, 0, 2).reshape(out.shape[1], -1).topk(n_top, dim=1).indices
+    image, position = top // positions, top % positions
+    rows = ((position // side) * stride)[..., None] + torch.arange(size)
+    cols = ((position % side) * stride)[..., None] + torch.arange(size)
+    channel = torch.arange(images.shape[1])[:, None, None]
+    patches = images[image[..., None, None, None], channel, rows[..., None, :, None], cols[..., None, None, :]]
+    return patches.mean(1)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def load_image_folder(folder: str | Path, size: int = 64, max_images: int = 300) -> Tensor:
+    """Up to ``max_images`` pictures found under ``folder`` (recursively, sorted by path) as RGB (N, 3, size,
+    size) in [0, 1]: each resized so that its shorter side is ``size``, then centre-cropped."""
+    from PIL import Image
+    from torchvision.transforms import functional as TF
+
+    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:max_images]
+    if not paths:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+    pictures = []
+    for path in paths:
+        with Image.open(path) as image:
+            tensor = TF.pil_to_tensor(image.convert("RGB"))
+        pictures.append(TF.center_crop(TF.resize(tensor, size, antialias=True), size))
+    return torch.stack(pictures).float() / 255
+
+
+def whitened_patches(images: Tensor, size: int = 8, count: int = 20_000, eps: float = 0.1, seed: int = 0) -> Tensor:
+    """``count`` random ``size``×``size`` patches of ``images`` (N, C, H, W), each centred and divided by its
+    standard deviation (regularised by a tenth of the average patch variance, so flat patches such as sky are
+    not blown up into noise), then ZCA-whitened together (``whitening.ZCA``, ``eps``). Returns (count, C·size²):
+    the preprocessing under which competitive learning finds Gabor-like filters (Coates et al., 2011)."""
+    from .whitening import ZCA
+
+    patches = image_patches(images, size, count, seed)
+    patches = patches - patches.mean(1, keepdim=True)
+    variance = patches.var(1, keepdim=True)
+    patches = patches / (variance + 0.1 * variance.mean()).sqrt()
+    return ZCA((patches.shape[1],), eps).fit(patches)(patches)

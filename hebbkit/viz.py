@@ -185,27 +185,67 @@ def dead_units_figure(x: Tensor, init: Tensor, lr: float = 0.05, steps: int = 30
     return fig
 
 
-def filters_figure(filters: Tensor, title: str = "", columns: int = 16, ax: Axes | None = None) -> Figure:
-    """Filters (K, 3, k, k) as RGB tiles, each scaled symmetrically around grey (0 → grey)."""
+def _tiles(pictures: Tensor, columns: int) -> Tensor:
+    """Pictures (K, C, h, w) tiled into one RGB image (h', w', 3), each scaled symmetrically around grey."""
     from torchvision.utils import make_grid
 
-    scale = filters.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
-    grid = make_grid(0.5 + 0.5 * filters / scale, nrow=min(columns, len(filters)), padding=1, pad_value=1.0)
+    scale = pictures.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    shown = 0.5 + 0.5 * pictures / scale
+    if shown.shape[1] != 3:
+        shown = shown.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    grid = make_grid(shown, nrow=min(columns, len(pictures)), padding=1, pad_value=1.0)
+    return grid.permute(1, 2, 0).clamp(0, 1)
+
+
+def filters_figure(filters: Tensor, title: str = "", columns: int = 16, ax: Axes | None = None) -> Figure:
+    """Filters (K, 3, k, k) as RGB tiles, each scaled symmetrically around grey (0 → grey)."""
     if ax is None:
         rows = math.ceil(len(filters) / columns)
-        _, ax = plt.subplots(figsize=(0.45 * min(columns, len(filters)) + 0.4, 0.45 * rows + 0.5))
-    ax.imshow(grid.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+        tile = 0.6
+        _, ax = plt.subplots(figsize=(tile * min(columns, len(filters)) + 0.4, tile * rows + 0.6))
+    ax.imshow(_tiles(filters, columns).numpy(), interpolation="nearest")
     ax.set_axis_off()
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=10)
     return ax.figure
 
 
 def filters_row_figure(filters: dict[str, Tensor], columns: int = 8) -> Figure:
-    """Several filter banks side by side, one panel per ``{title: filters (K, 3, k, k)}``."""
+    """Several filter banks side by side, one titled panel per ``{title: filters (K, 3, k, k)}``."""
     rows = max(math.ceil(len(bank) / columns) for bank in filters.values())
-    fig, axes = plt.subplots(1, len(filters), figsize=(0.45 * columns * len(filters) + 0.5, 0.45 * rows + 0.6), squeeze=False)
+    tile = 0.6
+    fig, axes = plt.subplots(1, len(filters), figsize=(tile * columns * len(filters) + 0.6, tile * rows + 0.8), squeeze=False)
     for ax, (title, bank) in zip(axes[0], filters.items()):
         filters_figure(bank, title, columns, ax)
+    fig.tight_layout()
+    return fig
+
+
+def layer_pictures_figure(pictures: dict[str, list[Tensor]], subtitles: list[str], columns: int = 4) -> Figure:
+    """One row per network (``{name: [pictures of layer 1, layer 2, ...]}``, each (K, 3, R, R)), one column per
+    layer, each panel titled with the network, the layer, ``subtitles[layer - 1]`` and the picture size."""
+    names = list(pictures)
+    layers = len(pictures[names[0]])
+    fig, axes = plt.subplots(len(names), layers, figsize=(2.7 * layers, 3.0 * len(names)), squeeze=False)
+    for row, name in enumerate(names):
+        for column, bank in enumerate(pictures[name]):
+            ax = axes[row][column]
+            ax.imshow(_tiles(bank, columns).numpy(), interpolation="nearest")
+            ax.set_axis_off()
+            size = bank.shape[-1]
+            ax.set_title(f"{name} · layer {column + 1}\n{subtitles[column]} ({size}×{size} px)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def image_files_figure(paths: dict[str, str | Path], columns: int = 3, width: float = 4.0) -> Figure:
+    """PNG files side by side (``{title: path}``), ``width`` inches each, titled: pictures written by a run."""
+    rows = math.ceil(len(paths) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, width * rows + 0.3 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, (title, path) in zip(axes.flat, paths.items()):
+        ax.imshow(plt.imread(path), interpolation="nearest")
+        ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 
