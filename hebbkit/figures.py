@@ -190,7 +190,7 @@ def stored_digest(path: str | Path) -> str | None:
     from PIL import Image
 
     with Image.open(path) as image:
-        return image.text.get(DIGEST_KEY) if hasattr(image, "text") else None
+        return image.text.get(DIGEST_KEY)
 
 
 def select(names: list[str] | None) -> list[Figure]:

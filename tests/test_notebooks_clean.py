@@ -82,7 +82,7 @@ def test_widget_cells_are_ignored_by_nbval_and_follow_a_plain_figure(notebook) -
     cells = _code_cells(notebook)
     for before, cell in zip(cells, cells[1:]):
         if "interactive_figure(" in cell.source:
-            assert output_ignored(cell) and cell.source.startswith("# NBVAL_IGNORE_OUTPUT")
+            assert output_ignored(cell), f"widget cell {cell.id} is not ignored by nbval"
             shown = [output.get("data", {}) for output in before.outputs]
             assert any("image/png" in data for data in shown), f"no static figure before widget cell {cell.id}"
 
