@@ -1,5 +1,6 @@
 """Lagani's pipeline on small synthetic images: network, rules, pre-training, fine-tuning, experiment loop."""
 
+import copy
 import math
 from dataclasses import replace
 
@@ -9,19 +10,19 @@ import pytest
 import torch
 from scipy import stats
 
-from hebbkit import lagani, reproduce
+from hebbkit import lagani, reproduce, rules
 from hebbkit.cli import main
 from hebbkit.data import synthetic_cifar10
 from hebbkit.lagani import (
     Classifier,
-    CosineCompetitive,
     FinetuneConfig,
     LaganiNet,
+    NetSpec,
     PretrainConfig,
     finetune,
     layer_features,
     pretrain,
-    set_batchnorm_statistics,
+    settle_statistics,
 )
 from hebbkit.paper import TABLE1, best_cell, paper_table1
 from hebbkit.reproduce import PRESETS, confidence_interval, format_table, run_experiment, table1, write_outputs
@@ -70,49 +71,92 @@ def test_classifier_copies_the_blocks_it_cuts():
     assert not torch.equal(classifier.blocks[0].layer.weight, net.blocks[0].layer.weight)
 
 
-def test_cosine_competitive_moves_units_to_the_weighted_mean_of_their_inputs():
+def test_hebbian_networks_follow_the_reference():
+    """No biases, modified BN after blocks 3–5, soft-WTA's ÷‖w‖ outputs and whitening; the backprop net is plain."""
+    hebbian = LaganiNet(NetSpec(hebbian=True, project=True, whiten=True), width=WIDTH)
+    plain = LaganiNet(width=WIDTH)
+    assert all(block.layer.bias is None for block in hebbian.blocks)
+    assert [isinstance(b.norm, lagani._VariancePreserving) for b in hebbian.blocks] == [False, False, True, True, True]
+    assert not any(isinstance(b.norm, lagani._VariancePreserving) for b in plain.blocks)
+    assert all(block.layer.bias is not None for block in plain.blocks)
+    assert isinstance(hebbian.whiten, lagani.ZCA) and isinstance(plain.whiten, torch.nn.Identity)
+    block = hebbian.blocks[1].eval()
+    x = torch.randn(2, block.layer.in_channels, 6, 6)
+    with torch.no_grad():
+        block.layer.weight.mul_(torch.arange(1.0, block.layer.out_channels + 1).view(-1, 1, 1, 1))
+        scaled = block.activation(x)
+        norms = block.layer.weight.flatten(1).norm(dim=1).view(1, -1, 1, 1)
+        expected = torch.relu(torch.nn.functional.conv2d(x, block.layer.weight) / norms)
+    assert torch.allclose(scaled, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("dims", [2, 4])
+def test_modified_batchnorm_equals_its_equation(dims):
     torch.manual_seed(0)
-    x, w = torch.randn(50, 6), torch.nn.functional.normalize(torch.randn(4, 6), dim=1)
-    rule = CosineCompetitive("soft", temperature=0.3)
-    delta = rule.update(x, w, x @ w.T)
-    cosine = (x @ w.T) / x.norm(dim=1, keepdim=True)
-    r = torch.softmax(cosine / 0.3, dim=1)
-    for i in range(4):
-        target = (r[:, i : i + 1] * x).sum(0) / r[:, i].sum()
-        assert torch.allclose(delta[i], target - w[i], atol=1e-5)
-    hard = CosineCompetitive("wta").update(x, w, x @ w.T)
-    winners = cosine.argmax(1)
-    for i in winners.unique():
-        assert torch.allclose(hard[i], x[winners == i].mean(0) - w[i], atol=1e-5)
-
-
-def test_cosine_competitive_conv_matches_unfolded_patches():
-    torch.manual_seed(1)
-    x, w = torch.randn(2, 3, 6, 6), torch.nn.functional.normalize(torch.randn(5, 27), dim=1).view(5, 3, 3, 3)
-    y = torch.nn.functional.conv2d(x, w)
-    delta = CosineCompetitive("soft", 0.5).update(x, w, y)
-    patches = torch.nn.functional.unfold(x, 3).transpose(1, 2).reshape(-1, 27)
-    reference = CosineCompetitive("soft", 0.5).update(patches, w.view(5, 27), patches @ w.view(5, 27).T)
-    assert torch.allclose(delta.view(5, 27), reference, atol=1e-5)
+    shape = (16, 5) if dims == 2 else (16, 5, 3, 3)
+    modified = (lagani.ModifiedBatchNorm1d(5) if dims == 2 else lagani.ModifiedBatchNorm2d(5))
+    plain = torch.nn.BatchNorm1d(5) if dims == 2 else torch.nn.BatchNorm2d(5)
+    x = torch.randn(shape) * torch.arange(1.0, 6.0).view(1, -1, *[1] * (dims - 2))
+    for mode in ("train", "eval"):
+        modified.train(mode == "train"), plain.train(mode == "train")
+        out, base = modified(x), plain(x)
+        var, eps = plain.running_var, plain.eps
+        factor = ((var + eps) / (var.mean() + eps)).sqrt().view(1, -1, *[1] * (dims - 2))
+        assert torch.allclose(out, base * factor, atol=1e-6)
+    assert not torch.allclose(factor, torch.ones_like(factor))  # the channels' variances differ
 
 
 # -------------------------------------------------------------------------------------- pre-training
 
 
-@pytest.mark.parametrize("method", ["hpca", "softwta", "wta"])
+@pytest.mark.parametrize("method", ["hpca", "softwta"])
 def test_hebbian_pretraining_changes_every_block_and_is_deterministic(data, method):
     config = PretrainConfig(epochs=1, batch_size=50)
     first = pretrain(method, data.train, config, seed=3, width=WIDTH, progress=False)
     again = pretrain(method, data.train, config, seed=3, width=WIDTH, progress=False)
     torch.manual_seed(3)
-    initial = LaganiNet(width=WIDTH)  # pretrain's starting point
+    initial = LaganiNet(lagani.make_method(method).net, width=WIDTH)  # pretrain's starting point
     assert states_equal(first, again)
     for block, start in zip(first.blocks, initial.blocks):
         assert torch.isfinite(block.layer.weight).all() and not torch.equal(block.layer.weight, start.layer.weight)
         assert not block.layer.plastic and block.layer.weight.grad is None
-    if method != "hpca":  # competitive units keep unit norm
-        norms = first.blocks[1].layer.weight.flatten(1).norm(dim=1)
-        assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+    if method == "softwta":  # whitening fitted on the pre-training images and stored with the weights
+        assert "whiten.matrix" in first.state_dict()
+        assert not torch.equal(first.whiten.matrix, torch.eye(3 * 32 * 32))
+
+
+def test_softwta_pretraining_keeps_the_units_diverse(data):
+    """The reference rule does not collapse: the filters of a layer stay far from each other."""
+    net = pretrain("softwta", data.train, PretrainConfig(epochs=2, batch_size=20, lr=0.05), width=0.25,
+                   progress=False)
+    for block in net.blocks[:4]:
+        w = torch.nn.functional.normalize(block.layer.weight.flatten(1), dim=1)
+        cosines = (w @ w.T).abs()[~torch.eye(len(w), dtype=torch.bool)]
+        assert cosines.mean() < 0.5
+
+
+def test_hebbian_epoch_selection_keeps_the_best_epoch(data, monkeypatch):
+    scores = iter([20.0, 60.0, 40.0])
+    kept = []
+
+    def score(net, means, images, device):
+        kept.append(copy.deepcopy(net.blocks[0].layer.weight))
+        return next(scores)
+
+    monkeypatch.setattr(lagani, "class_mean_accuracy", score)
+    net = pretrain("hpca", data.train, PretrainConfig(epochs=3, batch_size=50), width=WIDTH, val=data.test,
+                   progress=False)
+    assert len(kept) == 3 and torch.equal(net.blocks[0].layer.weight, kept[1])
+
+
+def test_class_mean_classifier_learns_the_class_means():
+    """The Hebbian classifier's rule with one-hot responsibilities moves each row to its class mean."""
+    torch.manual_seed(0)
+    x, labels = torch.randn(30, 4), torch.arange(30) % 3
+    means = torch.zeros(3, 4)
+    delta = rules.weighted_instar(x, means, torch.nn.functional.one_hot(labels, 3).float())
+    for c in range(3):
+        assert torch.allclose(delta[c], x[labels == c].mean(0), atol=1e-6)
 
 
 def test_batchnorm_statistics_are_the_exact_average_over_the_images(data):
@@ -123,35 +167,37 @@ def test_batchnorm_statistics_are_the_exact_average_over_the_images(data):
         pre = torch.nn.functional.max_pool2d(pre, 2)
     norm = net.blocks[0].norm
     assert torch.allclose(norm.running_mean, pre.mean((0, 2, 3)), atol=1e-4)
-    set_batchnorm_statistics(net, 1, data.train, 64, torch.device("cpu"))  # batch size does not matter
+    settle_statistics(net, data.train)  # again: the same average
     assert torch.allclose(norm.running_mean, pre.mean((0, 2, 3)), atol=1e-4)
 
 
-def test_stored_block_outputs_give_the_same_deeper_blocks_as_the_full_network(data):
-    """Pre-training stores each finished block's outputs; the statistics of a deep block equal a pass of the
-    images through the whole network, and so do the features."""
-    net = pretrain("hpca", data.train, PretrainConfig(epochs=0.5, batch_size=50), width=WIDTH, progress=False)
-    stored = [(b.norm.running_mean.clone(), b.norm.running_var.clone()) for b in net.blocks]
-    for layer in lagani.LAYERS:
-        set_batchnorm_statistics(net, layer, data.train, 64, torch.device("cpu"))
-        mean, var = stored[layer - 1]
-        assert torch.allclose(net.blocks[layer - 1].norm.running_mean, mean, atol=1e-4)
-        assert torch.allclose(net.blocks[layer - 1].norm.running_var, var, rtol=1e-4, atol=1e-5)
+def test_deep_block_statistics_equal_a_pass_through_the_whole_network(data):
+    """Statistics are settled block after block from stored outputs; each equals the batch average of a pass
+    of the images through the network with the final statistics of the blocks below."""
+    net = pretrain("softwta", data.train, PretrainConfig(epochs=0.5, batch_size=50), width=WIDTH, progress=False)
+    with torch.no_grad():
+        h = net.whiten(data.train.float())
+        for block in net.blocks:
+            y = block.activation(h)
+            y = torch.nn.functional.max_pool2d(y, 2) if block.pool else y
+            dims = (0, 2, 3) if y.dim() == 4 else (0,)
+            assert torch.allclose(block.norm.running_mean, y.mean(dims), rtol=1e-3, atol=1e-4)
+            h = block.norm(y)
 
 
-def test_checkpoints_report_every_block(data):
+def test_checkpoints_report_the_fractions_of_an_epoch(data):
     seen = []
     config = PretrainConfig(epochs=1, batch_size=50, checkpoints_per_epoch=2)
     pretrain("softwta", data.train, config, width=WIDTH, progress=False,
-             checkpoint=lambda net, layer, epochs: seen.append((layer, epochs)))
-    assert seen == [(layer, e) for layer in lagani.LAYERS for e in (0.0, 0.5, 1.0)]
+             checkpoint=lambda net, epochs: seen.append(epochs))
+    assert seen == [0.0, 0.5, 1.0]
 
 
 def test_vae_pretraining_lowers_the_reconstruction_loss(data):
     torch.manual_seed(0)
     x = data.train.float()[:64]
     vae = lagani.VAE(LaganiNet(width=WIDTH), latent_dim=8)
-    optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    optimizer = torch.optim.SGD(vae.parameters(), lr=1e-2, momentum=0.9, nesterov=True)
     losses = []
     for _ in range(30):
         optimizer.zero_grad()
@@ -160,6 +206,27 @@ def test_vae_pretraining_lowers_the_reconstruction_loss(data):
         optimizer.step()
         losses.append(loss.item())
     assert vae(x)[0].shape == x.shape and losses[-1] < 0.9 * losses[0]
+
+
+def test_vae_loss_is_the_references_mse_plus_half_kl():
+    torch.manual_seed(0)
+    x, rec, mean, log_var = torch.randn(4, 3, 2, 2), torch.randn(4, 3, 2, 2), torch.randn(4, 5), torch.randn(4, 5)
+    kl = sum(0.5 * (m.square() + lv.exp() - 1 - lv).sum() for m, lv in zip(mean, log_var)) / 4
+    expected = ((rec - x) ** 2).mean() + 0.5 * kl
+    assert lagani.vae_loss(x, rec, mean, log_var).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_vae_decoder_unpools_where_the_encoder_pooled():
+    """Zero latents through the decoder leave un-pooled positions at their BN offset: the decoder's maps are
+    only non-zero where the encoder's max-pooling picked a position."""
+    torch.manual_seed(0)
+    vae = lagani.VAE(LaganiNet(width=WIDTH), latent_dim=4).eval()
+    captured = {}
+    vae.dec_bn4.register_forward_hook(lambda module, inputs, output: captured.setdefault("in", inputs[0]))
+    with torch.no_grad():
+        vae(torch.randn(2, 3, 32, 32))
+    nonzero = (captured["in"] != 0).float().view(2, -1, 14, 2, 14, 2).sum((3, 5))
+    assert nonzero.max() <= 1  # at most one position of every 2x2 window
 
 
 # --------------------------------------------------------------------------------------- fine-tuning
@@ -221,7 +288,24 @@ def test_frozen_finetuning_trains_only_the_head_and_matches_train_head(data):
     with torch.no_grad():
         direct = classifier(data.test.float()).argmax(1)
     assert torch.equal(direct, classifier.head(features).argmax(1))
-    assert history[-1]["val_accuracy"] == pytest.approx(lagani.evaluate(classifier, data.test), abs=1e-9)
+    best = max(h["val_accuracy"] for h in history)  # the best epoch's head is returned
+    assert best == pytest.approx(lagani.evaluate(classifier, data.test), abs=1e-9)
+
+
+def test_finetuning_keeps_the_best_validation_epoch(data, monkeypatch):
+    scores = iter([30.0, 70.0, 50.0])
+    states = []
+
+    def evaluate(model, images, device):
+        states.append(copy.deepcopy(model.state_dict()))
+        return next(scores)
+
+    monkeypatch.setattr(lagani, "evaluate", evaluate)
+    config = FinetuneConfig(epochs=3, batch_size=50, lr=1e-2, decay_from=2)
+    classifier, history = finetune(LaganiNet(width=WIDTH), 1, data.train, config, val=data.test, progress=False)
+    assert [h["val_accuracy"] for h in history] == [30.0, 70.0, 50.0]
+    assert all(torch.equal(a, b) for a, b in zip(classifier.state_dict().values(), states[1].values()))
+    assert not all(torch.equal(a, b) for a, b in zip(classifier.state_dict().values(), states[2].values()))
 
 
 def test_layer_features_yield_each_requested_layer(data):
@@ -324,18 +408,18 @@ def test_experiment_end_to_end_writes_every_output(data, tmp_path):
                  "table1_heatmap.png", "convergence.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     hebbian = pd.read_csv(tmp_path / "out" / "convergence.csv")
-    assert set(hebbian["layer"]) == set(lagani.LAYERS) and set(hebbian["method"]) == {"hpca"}
+    assert set(hebbian["layer"]) == set(TINY.layers) and set(hebbian["method"]) == {"hpca"}
     pd.testing.assert_frame_equal(results.attrs["hebbian_convergence"], hebbian)
     curves = reproduce.convergence_data(results)
-    assert set(curves["curve"]) == {"sgd", "hebbian"} and set(curves[curves["curve"] == "sgd"]["regime"]) == {50.0}
+    assert set(curves["curve"]) == {"sgd", "hebbian"} and set(curves[curves["curve"] == "sgd"]["regime"]) == {20.0, 50.0}
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
 
 
 def test_interrupted_run_resumes_without_recomputing_and_gives_the_same_table(data, tmp_path, monkeypatch):
-    preset = replace(TINY, probe_val=0)  # every train_head call is then one (method, regime, layer) entry
+    preset = replace(TINY, probe_val=0)  # every finetune call is one (method, regime, layer) entry
     reference = run_experiment(preset, data=data, out=tmp_path / "ref", cache=None, progress=False)
     calls = []
-    original = lagani.train_head
+    original = lagani.finetune
 
     def interrupted(*args, **kwargs):
         if len(calls) == 5:
@@ -343,12 +427,12 @@ def test_interrupted_run_resumes_without_recomputing_and_gives_the_same_table(da
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(lagani, "train_head", interrupted)
+    monkeypatch.setattr(lagani, "finetune", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(preset, data=data, out=tmp_path / "run", cache=tmp_path / "cache", progress=False)
     assert len((tmp_path / "run" / "results.jsonl").read_text().splitlines()) == 5
     calls.clear()
-    monkeypatch.setattr(lagani, "train_head", lambda *a, **k: (calls.append(1), original(*a, **k))[1])
+    monkeypatch.setattr(lagani, "finetune", lambda *a, **k: (calls.append(1), original(*a, **k))[1])
     resumed = run_experiment(preset, data=data, out=tmp_path / "run", cache=tmp_path / "cache", progress=False)
     assert len(calls) == 3  # only the unfinished entries
     pd.testing.assert_frame_equal(table1(resumed), table1(reference))
@@ -392,3 +476,35 @@ def test_cli_runs_the_smoke_preset(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "| 50% HPCA |" in printed and (tmp_path / "out" / "table1.md").exists()
+
+
+def test_per_seed_splits_are_reproducible_shuffled_and_nested(data):
+    train, val = reproduce.split(data, 0)
+    again, _ = reproduce.split(data, 0)
+    other, _ = reproduce.split(data, 1)
+    assert len(train) == 160 and len(val) == 40
+    assert torch.equal(train.images, again.images) and not torch.equal(train.images, other.images)
+    assert not torch.equal(train.images, data.train.images[:160])  # shuffled, not the first images
+    pooled = {bytes(image.numpy()) for image in train.images} | {bytes(image.numpy()) for image in val.images}
+    assert len(pooled) == len({bytes(image.numpy()) for image in data.train.images})  # a partition
+    counts = [reproduce.labelled_count(r, len(train)) for r in (1, 5, 10, 100)]
+    assert counts == [2, 8, 16, 160]  # the labelled sets are the pool's first images, so they nest
+
+
+def test_cifar10_split_keeps_the_protocol_sizes():
+    full = synthetic_cifar10(50_000, 10, seed=0)
+    train, val = reproduce.split(full, 3)
+    assert (len(train), len(val)) == (40_000, 10_000)
+
+
+def test_the_100_percent_regime_runs_at_smoke_scale(data):
+    preset = replace(PRESETS["smoke"], layers=(1,), probe_val=0)
+    results = run_experiment(preset, data=data, regimes=(100,), cache=None, progress=False)
+    assert set(results["method"]) == set(PRESETS["smoke"].methods)
+    assert (results["num_labelled"] == 160).all() and results["val_accuracy"].between(0, 100).all()
+
+
+def test_repeated_cli_values_are_run_once(data):
+    results = run_experiment(TINY, data=data, methods=("hpca", "hpca"), regimes=(50, 50), layers=(1, 1),
+                             cache=None, progress=False)
+    assert len(results) == 1

@@ -295,3 +295,111 @@ def test_scale_multiplies_the_update(rule):
     weight = torch.randn(4, 3, 3, 3, generator=gen, dtype=DOUBLE)
     y = rules.responses(x, weight)
     torch.testing.assert_close(rule.update(x, weight, y, scale=-2.5), -2.5 * rule.update(x, weight, y))
+
+
+# ------------------------------------------------------------------------------------ Lagani's soft-WTA
+
+
+def _reference_soft_wta(x_rows: torch.Tensor, weight_rows: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Lagani's soft-WTA written per sample and per unit from the reference equations (no rules.py maths):
+    s = ((1 + cos)/2)², z = exp(s/T)/Σ exp(s/T), Δw_i = Σ_n c_ni z_ni (x_n − w_i), c_ni = z_ni / Σ_m z_mi."""
+    num, units = x_rows.shape[0], weight_rows.shape[0]
+    z = torch.zeros(num, units, dtype=x_rows.dtype)
+    for n in range(num):
+        s = [((1 + float(x_rows[n] @ weight_rows[i] / (x_rows[n].norm() * weight_rows[i].norm()))) / 2) ** 2
+             for i in range(units)]
+        e = [math.exp(v / temperature) for v in s]
+        z[n] = torch.tensor([v / sum(e) for v in e], dtype=x_rows.dtype)
+    delta = torch.zeros_like(weight_rows)
+    for i in range(units):
+        total = z[:, i].sum()
+        for n in range(num):
+            delta[i] += (z[n, i] / total) * z[n, i] * (x_rows[n] - weight_rows[i])
+    return delta
+
+
+@pytest.mark.parametrize("temperature", [0.02, 0.3])
+def test_lagani_soft_wta_equals_a_per_sample_reference_and_its_loss_gradient(temperature):
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(3, 2, 5, 5, generator=gen, dtype=DOUBLE)
+    weight = torch.randn(4, 2, 3, 3, generator=gen, dtype=DOUBLE)
+    rule = rules.SoftWTA(temperature)
+    delta = rule.update(x, weight, rules.responses(x, weight))
+    patches = F.unfold(x, 3).transpose(1, 2).reshape(-1, 18)
+    torch.testing.assert_close(delta.view(4, 18), _reference_soft_wta(patches, weight.view(4, 18), temperature),
+                               rtol=1e-9, atol=1e-12)
+    w = weight.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(rule.loss(rules.responses(x, w), w, x=x), w)
+    torch.testing.assert_close(grad, -delta, rtol=1e-9, atol=1e-12)
+    linear = rule.update(patches, weight.view(4, 18), patches @ weight.view(4, 18).T)
+    torch.testing.assert_close(linear, delta.view(4, 18), rtol=1e-9, atol=1e-12)
+
+
+def test_lagani_soft_wta_units_find_well_separated_directions():
+    """Four units trained on four narrow clusters of directions (with random norms) end pointing at them,
+    one unit each, without any renormalisation."""
+    gen = torch.Generator().manual_seed(3)
+    centres = F.normalize(torch.eye(4, 6, dtype=DOUBLE) + 0.1, dim=1)
+    weight = torch.randn(4, 6, generator=gen, dtype=DOUBLE) * 0.1 + centres.mean(0)
+    rule = rules.SoftWTA(0.02)
+    for _ in range(400):
+        labels = torch.randint(0, 4, (64,), generator=gen)
+        x = (centres[labels] + 0.05 * torch.randn(64, 6, generator=gen, dtype=DOUBLE))
+        x = x * (0.5 + torch.rand(64, 1, generator=gen, dtype=DOUBLE))
+        rules.apply_update(weight, rule.update(x, weight, x @ weight.T), 0.1)
+    cosines = F.normalize(weight, dim=1) @ centres.T
+    assert sorted(cosines.argmax(1).tolist()) == [0, 1, 2, 3]
+    assert cosines.max(1).values.min() > 0.95
+
+
+def test_weighted_instar_moves_little_for_a_unit_that_wins_little():
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=DOUBLE)
+    weight = torch.zeros(2, 2, dtype=DOUBLE)
+    r = torch.tensor([[0.9, 0.1], [0.9, 0.1]], dtype=DOUBLE)
+    delta = rules.weighted_instar(x, weight, r)
+    torch.testing.assert_close(delta[0], torch.tensor([0.45, 0.45], dtype=DOUBLE))  # 0.9² / 1.8 of each input
+    torch.testing.assert_close(delta[1], torch.tensor([0.05, 0.05], dtype=DOUBLE))  # 0.1² / 0.2
+    empty = rules.weighted_instar(x, weight, torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=DOUBLE))
+    assert torch.equal(empty[1], torch.zeros(2, dtype=DOUBLE))  # a unit that never wins does not move
+
+
+@pytest.mark.parametrize("temperature, dtype", [(1e-40, torch.float32), (1e-300, torch.float64),
+                                                (1e-6, torch.float16)])
+def test_soft_wta_at_tiny_temperature_is_a_finite_hard_wta(temperature, dtype):
+    y = torch.randn(16, 5).to(dtype)
+    r = rules.soft_wta(y, temperature)
+    assert r.dtype == dtype and torch.isfinite(r).all()
+    torch.testing.assert_close(r.float(), rules.wta(y.float()))
+    x, weight = torch.randn(8, 6), torch.randn(5, 6)
+    layer_update = rules.SoftWTA(temperature if dtype != torch.float64 else 1e-300).update(x, weight, x @ weight.T)
+    assert torch.isfinite(layer_update).all()
+
+
+def test_empty_batch_is_rejected():
+    with pytest.raises(ValueError, match=r"x holds no samples \(shape \(0, 3\)\)"):
+        rules.oja(torch.randn(0, 3), torch.randn(2, 3), torch.randn(0, 2))
+
+
+def test_conv_post_synaptic_factor_of_the_wrong_size_is_rejected():
+    x, weight = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
+    with pytest.raises(ValueError, match=r"must have shape \(2, 4, 6, 6\).*got \(2, 4, 5, 5\)"):
+        rules.hebb(x, weight, torch.randn(2, 4, 5, 5))
+    with pytest.raises(ValueError, match=r"must have shape \(2, 4, 3, 3\)"):
+        rules.instar(x, weight, torch.randn(2, 4, 6, 6), stride=2)
+
+
+def test_loss_form_with_mismatched_shapes_is_rejected():
+    weight = torch.randn(4, 3)
+    with pytest.raises(ValueError, match=r"y \(5, 4\), factor \(5, 3\)"):
+        rules.instar_loss(torch.randn(5, 4), weight, torch.randn(5, 3))
+    with pytest.raises(ValueError, match=r"responses y of shape \(N, K=4"):
+        rules.hebb_loss(torch.randn(5, 2), weight)
+    with pytest.raises(ValueError, match="SoftWTA.loss needs the input x"):
+        rules.SoftWTA().loss(torch.randn(5, 4), weight)
+
+
+def test_nan_weights_are_rejected():
+    weight = torch.randn(2, 3)
+    weight[1, 0] = float("nan")
+    with pytest.raises(ValueError, match="weight must be finite"):
+        rules.SoftWTA().update(torch.randn(5, 3), weight, torch.randn(5, 2))
