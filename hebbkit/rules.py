@@ -151,15 +151,18 @@ def _update(x: Tensor, weight: Tensor, post: Tensor, decay: Tensor | None, geome
 
 def _loss(y: Tensor, weight: Tensor, post: Tensor, decay: Tensor | None) -> Tensor:
     """``−(1/M)[Σ R⊙y − Σ W⊙decay]`` with ``R`` and ``decay`` constants: its gradient is ``−ΔW``."""
+    total = (post.detach() * y).sum()
+    if decay is not None:
+        total = total - (weight * decay.detach()).sum()
+    return -total / _num_samples(post)
+
+
+def _check_loss(y: Tensor, weight: Tensor, post: Tensor) -> None:
     if y.dim() < 2 or y.shape[1] != weight.shape[0] or post.shape != y.shape:
         raise ValueError(
             f"the loss form needs responses y of shape (N, K={weight.shape[0]}, ...) and a post-synaptic factor "
             f"of the same shape, got y {tuple(y.shape)}, factor {tuple(post.shape)}, weight {tuple(weight.shape)}"
         )
-    total = (post.detach() * y).sum()
-    if decay is not None:
-        total = total - (weight * decay.detach()).sum()
-    return -total / _num_samples(post)
 
 
 def _unit_sums(t: Tensor) -> Tensor:
@@ -297,22 +300,26 @@ def weighted_instar(x: Tensor, weight: Tensor, r: Tensor, *, scale: float = 1.0,
 
 def hebb_loss(y: Tensor, weight: Tensor) -> Tensor:
     """``L = −⟨ȳ · y⟩`` with ``ȳ = y.detach()``: ``−∇_W L = ⟨y x⟩`` (plain Hebb)."""
+    _check_loss(y, weight, y)
     return _loss(y, weight, y, None)
 
 
 def instar_loss(y: Tensor, weight: Tensor, r: Tensor) -> Tensor:
     """``L = −⟨r · y⟩ + ½ Σ_i (Σ_n r_ni) ‖w_i‖²`` (as ``w·w̄``): ``−∇_W L = ⟨r (x − w)⟩`` (instar)."""
+    _check_loss(y, weight, r)
     return _loss(y, weight, r, _unit_decay(weight.detach(), _unit_sums(r.detach())))
 
 
 def oja_loss(y: Tensor, weight: Tensor) -> Tensor:
     """``L = −⟨ȳ · y⟩ + Σ_i (Σ_n ȳ_ni²) w_i·w̄_i``: ``−∇_W L = ⟨y (x − y w)⟩`` (Oja)."""
+    _check_loss(y, weight, y)
     post = y.detach()
     return _loss(y, weight, post, _unit_decay(weight.detach(), _unit_sums(post.square())))
 
 
 def hpca_loss(y: Tensor, weight: Tensor, fy: Tensor) -> Tensor:
     """``L = −⟨f̄ · y⟩ + Σ_ij tril(F̄ᵀF̄)_ij w_i·w̄_j``: ``−∇_W L`` is the HPCA update."""
+    _check_loss(y, weight, fy)
     post = fy.detach()
     return _loss(y, weight, post, _hpca_decay(post, weight.detach()))
 
@@ -320,6 +327,7 @@ def hpca_loss(y: Tensor, weight: Tensor, fy: Tensor) -> Tensor:
 def weighted_instar_loss(y: Tensor, weight: Tensor, r: Tensor) -> Tensor:
     """``L = −Σ_i (1/S_i) [Σ_n r̄_ni² y_ni − ½ (Σ_n r̄_ni²) ‖w_i‖²]`` with ``S_i = Σ_n r̄_ni`` (as ``w·w̄``):
     ``−∇_W L`` is the :func:`weighted_instar` update."""
+    _check_loss(y, weight, r)
     r = r.detach()
     shares = _unit_shares(r, weight).view(1, -1, *[1] * (r.dim() - 2))
     post = r.square() / shares * _num_samples(r)
