@@ -277,9 +277,12 @@ def _key(record: dict) -> tuple:
 
 
 def _finetune_one(net, method, seed, regime, layer, train, val, test, preset, device, progress) -> dict:
-    """Fine-tune layer ``layer`` on the first ``regime`` % of the pool (only the classifier for a method that
-    does not train its trunk), keep the best epoch on ``select_val`` validation images, score it on all."""
-    config = replace(preset.finetune, frozen=not lagani.make_method(method).trains_trunk)
+    """Fine-tune layer ``layer`` on the first ``regime`` % of the pool, keep the best epoch on ``select_val``
+    validation images, score it on all. Only the classifier learns for a method that does not train its trunk,
+    and for a pre-trained one under a frozen preset (``supervised`` always trains end to end)."""
+    spec = lagani.make_method(method)
+    frozen = not spec.trains_trunk or (preset.finetune.frozen and spec.pretrain is not None)
+    config = replace(preset.finetune, frozen=frozen)
     labelled = train.subset(slice(0, labelled_count(regime, len(train))))
     start = time.perf_counter()
     classifier, history = lagani.finetune(net, layer, labelled, config, seed=seed,
