@@ -14,6 +14,7 @@ import argparse
 import functools
 import hashlib
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -56,11 +57,17 @@ def _soft_wta_temperature(root: Path, data: str | Path | None):
     return viz.competition_figure(points, temperatures=(0.03, 1.0, 30.0), lr=0.05, steps=300, seed=0)
 
 
-@functools.lru_cache(maxsize=2)
 def _filter_images(data: str | Path | None):
+    from .data import ENV_VAR
+
+    return _load_filter_images(data or os.environ.get(ENV_VAR))
+
+
+@functools.lru_cache(maxsize=2)
+def _load_filter_images(source: str | Path | None):
     from .data import load_cifar10
 
-    return load_cifar10(data).train.subset(slice(0, FILTER_IMAGES))
+    return load_cifar10(source).train.subset(slice(0, FILTER_IMAGES))
 
 
 def _conv_filters(root: Path, data: str | Path | None):

@@ -4,7 +4,6 @@ still equals the digest of today's results/ and code. A figure left behind by ne
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -28,48 +27,64 @@ def test_the_folder_holds_exactly_the_drawn_figures():
     assert sorted(path.name for path in FOLDER.iterdir()) == sorted(figure.name for figure in figures.FIGURES)
 
 
+def _draw_counts(root: Path, data):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([float(line) for line in (root / "results" / "counts.txt").read_text().split()])
+    return fig
+
+
 @pytest.fixture
-def copy_of_the_results(tmp_path: Path) -> Path:
-    """A scratch root holding a copy of the quick run's records and of one layer picture."""
-    for name in ("results.jsonl", "layers_none_layer1.png"):
-        source = ROOT / (figures.QUICK_RESULTS if name.endswith("jsonl") else figures.LAYERS_RESULTS) / name
-        target = tmp_path / source.relative_to(ROOT)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(source, target)
-    return tmp_path
+def scratch(tmp_path: Path, monkeypatch) -> tuple[Path, figures.Figure, figures.Figure]:
+    """A scratch root with two results (numbers, a picture) and the two figures drawn from them."""
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "counts.txt").write_text("1 3 2\n")
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), "white").save(tmp_path / "results" / "picture.png")
+    drawn = figures.Figure("counts.png", files=("results/counts.txt",), code=("hebbkit.viz",), draw=_draw_counts)
+    copied = figures.Figure("picture.png", copy="results/picture.png")
+    monkeypatch.setattr(figures, "FIGURES", (drawn, copied))
+    return tmp_path, drawn, copied
 
 
-def test_a_figure_goes_stale_when_its_results_change(copy_of_the_results, monkeypatch, capsys):
-    root, out = copy_of_the_results, copy_of_the_results / "figures"
-    picture, table = figures.select(["layers_quick_none_layer1.png", "table1_heatmap.png"])
-    for figure in (picture, table):
+def test_a_figure_goes_stale_when_its_results_change(scratch, monkeypatch, capsys):
+    root, drawn, copied = scratch
+    out = root / "figures"
+    for figure in (drawn, copied):
         assert figures.status(figure, root, out) == "missing"
         figures.build(figure, root, out)
         assert figures.status(figure, root, out) == "current"
         assert figures.stored_digest(out / figure.name) == figures.digest(figure, root)
 
-    records = root / figures.QUICK_RESULTS / "results.jsonl"
-    lines = records.read_text().splitlines()
-    records.write_text("\n".join(lines[:-1]) + "\n")  # one result fewer: the table changes
-    assert figures.status(table, root, out) == "stale" and figures.status(picture, root, out) == "current"
+    (root / "results" / "counts.txt").write_text("1 3 2 5\n")  # a new result: the drawn figure is stale
+    assert figures.status(drawn, root, out) == "stale" and figures.status(copied, root, out) == "current"
 
     monkeypatch.chdir(root)
-    assert main(["figures", "--check", "--only", table.name, picture.name]) == 1
+    assert main(["figures", "--check"]) == 1
     printed = capsys.readouterr().out
-    assert f"figures/{table.name}: stale; run `hebbkit figures` to redraw it" in printed
-    assert f"figures/{picture.name}: current" in printed
-    assert main(["figures", "--only", table.name]) == 0
-    assert figures.status(table, root, out) == "current"
+    assert "figures/counts.png: stale; run `hebbkit figures` to redraw it\nfigures/picture.png: current\n" in printed
+    assert main(["figures"]) == 0
+    assert capsys.readouterr().out == "figures/counts.png: drawn (stale before)\nfigures/picture.png: current\n"
+    assert figures.status(drawn, root, out) == "current"
 
 
-def test_the_drawing_code_is_an_input_too():
-    oja = figures.select(["oja_single_neuron.png"])[0]
-    other = figures.Figure(oja.name, code=oja.code, draw=figures._soft_wta_temperature)
-    assert figures.digest(oja, ROOT) != figures.digest(other, ROOT)
+def test_the_code_that_draws_is_an_input_too(scratch):
+    root, drawn, _ = scratch
+    assert figures.digest(drawn, root) != figures.digest(figures.Figure(drawn.name, files=drawn.files, draw=_draw_counts), root)
 
 
 def test_unknown_figures_and_missing_inputs_are_named(tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown figure.*nothing.png"):
         figures.select(["nothing.png"])
+    (table,) = figures.select(["table1_heatmap.png"])
     with pytest.raises(FileNotFoundError, match="table1_heatmap.png is drawn from .*results.jsonl, which does not exist"):
-        figures.digest(figures.select(["table1_heatmap.png"])[0], tmp_path)
+        figures.digest(table, tmp_path)
+
+
+def test_the_filter_picture_is_left_unchecked_without_cifar10(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEBBKIT_DATA", str(tmp_path / "absent.npz"))
+    (conv,) = figures.select(["conv_filters.png"])
+    state = figures.status(conv, ROOT, FOLDER)
+    assert state == f"unchecked: needs CIFAR-10 (no npz file at {tmp_path / 'absent.npz'})"
