@@ -19,7 +19,7 @@ import os
 import time
 from pathlib import Path
 
-from .data import FIX, unavailable_reason
+from .data import ENV_VAR, FIX, unavailable_reason
 from .utils import atomic_path
 
 NOTEBOOKS = (
@@ -61,8 +61,8 @@ def _kernel_manager_class() -> type:
 
 def _absolute_data_path() -> None:
     """Kernels run in the notebook folder: make a relative ``$HEBBKIT_DATA`` absolute for them."""
-    if os.environ.get("HEBBKIT_DATA"):
-        os.environ["HEBBKIT_DATA"] = str(Path(os.environ["HEBBKIT_DATA"]).resolve())
+    if os.environ.get(ENV_VAR):
+        os.environ[ENV_VAR] = str(Path(os.environ[ENV_VAR]).resolve())
 
 
 def output_ignored(cell) -> bool:
@@ -214,7 +214,7 @@ def run_command(args: argparse.Namespace) -> int:
         run_workbook(args.quick, args.out, args.figures, args.notebooks, args.only, args.data)
         return 0
     if args.data is not None:
-        os.environ["HEBBKIT_DATA"] = str(args.data)
+        os.environ[ENV_VAR] = str(args.data)
     names = _sources(args.notebooks, args.only)
     data_problem = functools.cache(lambda: unavailable_reason(args.data))
     for number, name in enumerate(names, 1):
