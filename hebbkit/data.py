@@ -32,8 +32,6 @@ STD = (0.2470, 0.2435, 0.2616)
 IMAGE_SIZE = 32
 NUM_TRAIN, NUM_VAL = 40_000, 10_000
 REGIMES = (1, 2, 3, 4, 5, 10, 25, 100)
-
-
 DEFAULT_ROOT = Path.home() / ".cache" / "hebbkit"  # torchvision's copy
 FIX = f"set {ENV_VAR}=PATH to a CIFAR-10 npz file, or pass --data PATH"
 
@@ -218,7 +216,7 @@ def unavailable_reason(path: str | Path | None = None, root: str | Path | None =
 
 def check_split(train: ImageSet, val: ImageSet) -> None:
     """Raise a ``ValueError`` unless ``train`` and ``val`` can feed the pipeline: 3×32×32 images, every class
-    among the training images (the labelled subsets are stratified), at least one validation image per class."""
+    among the training images (the labelled subsets are stratified), and at least as many validation images."""
     for name, images in (("training", train), ("validation", val)):
         if images.images.shape[1:] != (3, IMAGE_SIZE, IMAGE_SIZE):
             raise ValueError(
