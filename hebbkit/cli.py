@@ -49,7 +49,11 @@ def _add_workbook(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/workbook"), help="executed notebooks (default runs/workbook)")
     parser.add_argument("--figures", type=Path, help="folder for the figures the notebooks save (default OUT/figures)")
     parser.add_argument("--notebooks", type=Path, default=Path("notebooks"), help="source folder (default notebooks)")
-    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks: names, or their numbers 00..05")
+    parser.add_argument(
+        "--only", nargs="+", metavar="NAME",
+        help="run only these notebooks: 00_overview, 01_rules_and_losses, 02_single_neuron, 03_conv_filters, "
+        "04_semi_supervised_pipeline, 05_results_table, or their numbers 00..05",
+    )
     parser.add_argument("--data", type=Path, help=DATA_HELP)
     parser.add_argument(
         "--store-outputs",
@@ -60,6 +64,8 @@ def _add_workbook(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_figures(commands: argparse._SubParsersAction) -> None:
+    from .figures import FIGURES  # the standard library only: cheap
+
     parser = commands.add_parser(
         "figures",
         help="rebuild the committed figures/ from results/ and the deterministic demos",
@@ -68,7 +74,8 @@ def _add_figures(commands: argparse._SubParsersAction) -> None:
         "the figures whose inputs have changed since they were drawn.",
     )
     parser.add_argument("--out", type=Path, default=Path("figures"), help="figure folder (default figures)")
-    parser.add_argument("--only", nargs="+", metavar="NAME", help="only these figures (file names)")
+    names = [figure.name for figure in FIGURES]
+    parser.add_argument("--only", nargs="+", choices=names, metavar="NAME", help=f"only these figures: {', '.join(names)}")
     parser.add_argument("--check", action="store_true", help="draw nothing; exit 1 if a figure is stale or missing")
     parser.add_argument("--data", type=Path, help=DATA_HELP)
     parser.set_defaults(handler="hebbkit.figures:run_command")

@@ -63,6 +63,14 @@ def test_help_lists_the_choices(capsys) -> None:
     assert "{smoke,quick,full}" in shown and "one of none, sparse-plasticity, pruning, both, or all" in shown
 
 
+def test_workbook_help_names_every_notebook(capsys) -> None:
+    from hebbkit.workbook import NOTEBOOKS
+
+    assert cli.main(["workbook", "--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert all(name in shown for name in NOTEBOOKS)
+
+
 def test_a_bad_choice_is_a_usage_error_not_a_traceback(capsys) -> None:
     assert cli.main(["reproduce", "--preset", "huge"]) == 2
     err = capsys.readouterr().err
