@@ -15,6 +15,7 @@ from pathlib import Path
 REPRODUCE_PRESETS = ("smoke", "quick", "paper")  # reproduce.PRESETS
 LAYERS_PRESETS = ("smoke", "quick", "full")  # multilayer.PRESETS
 METHODS = ("hpca", "softwta", "vae", "supervised", "random")  # lagani.METHODS
+LAYERS = (1, 2, 3, 4, 5)  # lagani.LAYERS
 RULES = ("hebb", "instar", "oja")  # miconi.RULES
 INTERVENTIONS = ("none", "sparse-plasticity", "pruning", "both")  # miconi.INTERVENTIONS
 DEFAULT_CACHE = Path.home() / ".cache" / "hebbkit" / "weights"  # reproduce.DEFAULT_CACHE
@@ -85,26 +86,28 @@ def _add_reproduce(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "reproduce",
         help="reproduce Lagani's Table 1 (Hebbian pre-training, semi-supervised fine-tuning on CIFAR-10)",
-        description="Pre-train each method, fine-tune on each labelled fraction from each layer, and write "
-        "results.jsonl (appended as results finish, so an interrupted run resumes), table1.csv / table1.md "
-        "(mean ± 95 % CI over seeds beside the paper), a heatmap and the convergence curves.",
+        description="Pre-train Lagani's six-layer network (HPCA, soft-WTA, VAE, or none), fine-tune it on the "
+        "labelled percentage of the training pool, score every layer cut on validation and test images, and "
+        "write Table 1 beside the paper's values (table1.csv / table1.md), a heatmap and the convergence curves. "
+        "Finished cells are kept in OUT/results.jsonl; a re-run resumes.",
     )
     parser.add_argument(
         "--preset", choices=REPRODUCE_PRESETS, default="quick",
-        help="smoke (seconds, tests), quick (CPU: 1-1.7 h on 2 cores) or paper (GPU-sized) (default quick)",
+        help="smoke (seconds, synthetic-sized), quick (CPU, about 1 h on 2 cores) or paper (the reference "
+        "protocol, GPU) (default quick)",
     )
     parser.add_argument("--methods", nargs="+", choices=METHODS, metavar="METHOD",
                         help=f"pre-training methods, any of {', '.join(METHODS)} (default: the preset's)")
     parser.add_argument("--regimes", nargs="+", type=float, metavar="PERCENT",
                         help="labelled percentages in (0, 100] (default: the preset's)")
-    parser.add_argument("--layers", nargs="+", type=int, metavar="LAYER",
-                        help="layers 1..5 to cut the network at (default: the preset's)")
-    parser.add_argument("--seeds", type=int, help="number of seeds, >= 1 (default: the preset's)")
+    parser.add_argument("--layers", nargs="+", type=int, choices=LAYERS, metavar="LAYER",
+                        help="layer cuts, any of 1..5 (default: the preset's)")
+    parser.add_argument("--seeds", type=int, help="number of data seeds, >= 1 (default: the preset's)")
     parser.add_argument("--data", help=DATA_HELP)
     parser.add_argument("--out", default=None, help="output folder (default results/PRESET)")
     parser.add_argument("--figures", default=None, help="folder for the figures (default: the output folder)")
     parser.add_argument("--cache", default=str(DEFAULT_CACHE),
-                        help=f"pre-trained weight cache, or 'none' to disable it (default {DEFAULT_CACHE})")
+                        help=f"pre-trained weight cache folder, or 'none' to disable it (default {DEFAULT_CACHE})")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--threads", type=int, help="torch CPU threads, >= 1 (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

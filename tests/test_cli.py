@@ -50,7 +50,7 @@ def test_choices_are_the_modules_own() -> None:
 
     assert cli.REPRODUCE_PRESETS == tuple(reproduce.PRESETS)
     assert cli.LAYERS_PRESETS == tuple(multilayer.PRESETS)
-    assert cli.METHODS == tuple(lagani.METHODS)
+    assert cli.METHODS == tuple(lagani.METHODS) and cli.LAYERS == tuple(lagani.LAYERS)
     assert cli.RULES == tuple(miconi.RULES) and cli.INTERVENTIONS == tuple(miconi.INTERVENTIONS)
     assert cli.DEFAULT_CACHE == reproduce.DEFAULT_CACHE
 
