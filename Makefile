@@ -14,7 +14,7 @@ endif
 # The notebooks under nbval in quick mode: exact outputs compared, training numbers checked within tolerances.
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-.PHONY: install test test-notebooks workbook workbook-full figures bench clean
+.PHONY: install test test-notebooks workbook workbook-full store-outputs figures bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@echo "Installing hebbkit and its dependencies into $(VENV): a few minutes, about 6 GB with PyPI's CUDA torch"
@@ -36,6 +36,9 @@ workbook: install  # all six notebooks, quick settings: executed copies and figu
 
 workbook-full: install  # the full settings (use a GPU if you have one)
 	$(PY) -m hebbkit workbook
+
+store-outputs: install  # maintainers: re-run the notebooks (ONLY="04 05" for some) and store their clean outputs
+	$(PY) -m hebbkit workbook --store-outputs $(if $(ONLY),--only $(ONLY))
 
 figures: install  # redraw the committed figures/ that are stale (from results/ and the demos)
 	$(PY) -m hebbkit figures
