@@ -197,11 +197,11 @@ def _tiles(pictures: Tensor, columns: int) -> Tensor:
     return grid.permute(1, 2, 0).clamp(0, 1)
 
 
-def filters_figure(filters: Tensor, title: str = "", columns: int = 16, ax: Axes | None = None) -> Figure:
-    """Filters (K, 3, k, k) as RGB tiles, each scaled symmetrically around grey (0 → grey)."""
+def filters_figure(filters: Tensor, title: str = "", columns: int = 16, ax: Axes | None = None,
+                   tile: float = 0.6) -> Figure:
+    """Filters (K, 3, k, k) as RGB tiles of ``tile`` inches, each scaled symmetrically around grey (0 → grey)."""
     if ax is None:
         rows = math.ceil(len(filters) / columns)
-        tile = 0.6
         _, ax = plt.subplots(figsize=(tile * min(columns, len(filters)) + 0.4, tile * rows + 0.6))
     ax.imshow(_tiles(filters, columns).numpy(), interpolation="nearest")
     ax.set_axis_off()
