@@ -676,12 +676,15 @@ def _train(
     desc: str,
 ) -> list[dict]:
     """SGD on ``model``; with ``evaluate_epoch``, the model ends with the weights of its best-scoring epoch
-    (the first of equals) and each history row records that epoch's score."""
+    (the first of equals). A schedule stretched ``k``-fold for a small labelled set is scored every ``k``
+    epochs, so every schedule is scored as often as the unstretched one."""
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 nesterov=config.nesterov, weight_decay=config.weight_decay)
     history = []
     best, best_score = None, -1.0
-    config = config.stretched(len(labels))
+    stretched = config.stretched(len(labels))
+    every = stretched.epochs // config.epochs  # score once per epoch of the unstretched schedule
+    config = stretched
     has_batchnorm1d = any(isinstance(m, nn.BatchNorm1d) for m in model.modules())
     for epoch in tqdm(range(config.epochs), desc=desc, disable=not _default_progress(progress), leave=False):
         for group in optimizer.param_groups:
@@ -708,7 +711,7 @@ def _train(
             correct += (logits.argmax(1) == y).sum().item()
         row = {"epoch": epoch + 1, "lr": config.lr_at(epoch), "train_loss": loss_sum / len(labels),
                "train_accuracy": 100 * correct / len(labels)}
-        if evaluate_epoch is not None:
+        if evaluate_epoch is not None and (epoch + 1) % every == 0:
             row["val_accuracy"] = evaluate_epoch(model)
             if row["val_accuracy"] > best_score:
                 best, best_score = copy.deepcopy(model.state_dict()), row["val_accuracy"]

@@ -508,3 +508,24 @@ def test_repeated_cli_values_are_run_once(data):
     results = run_experiment(TINY, data=data, methods=("hpca", "hpca"), regimes=(50, 50), layers=(1, 1),
                              cache=None, progress=False)
     assert len(results) == 1
+
+
+def test_scratch_differences_subtract_the_supervised_cell():
+    rows = [{"method": m, "regime": 10.0, "layer": l, "seed": 0, "val_accuracy": v}
+            for m, l, v in (("hpca", 1, 50.0), ("hpca", 3, 60.0), ("supervised", 1, 52.5), ("supervised", 3, 55.0))]
+    diff = reproduce.scratch_differences(table1(pd.DataFrame(rows)))
+    assert diff.loc["10% HPCA"].tolist() == ["-2.50", "+5.00"] and list(diff.index) == ["10% HPCA"]
+    assert reproduce.scratch_differences(table1(pd.DataFrame(rows[:2]))).empty
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_runs_the_100_percent_regime_at_smoke_scale(data, name):
+    """Each preset's own settings (schedules, selection and scoring sets, BN, whitening) with a narrow network,
+    a fraction of an epoch and two fine-tuning epochs."""
+    preset = PRESETS[name]
+    small = replace(preset, width=WIDTH, layers=(1,), probe_val=0, seeds=1,
+                    pretrain=replace(preset.pretrain, epochs=0.2, vae_epochs=0.2),
+                    finetune=replace(preset.finetune, epochs=2, decay_from=1, min_steps=0))
+    results = run_experiment(small, data=data, regimes=(100,), cache=None, progress=False)
+    assert sorted(results["method"]) == sorted(preset.methods)
+    assert (results["num_labelled"] == 160).all() and results["val_accuracy"].between(0, 100).all()
