@@ -283,22 +283,3 @@ def _run(args: argparse.Namespace) -> int:
     print(markdown_table(table))
     print(f"wall time {time.perf_counter() - start:.0f} s; results in {args.out}")
     return 0
-
-
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """Add ``hebbkit layers`` to the CLI's subcommands."""
-    parser = commands.add_parser("layers", help="Miconi's multi-layer Hebbian CNN: decoding, pictures, sparsity per layer")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="run size (default quick)")
-    parser.add_argument(
-        "--intervention",
-        default="all",
-        help=f"one of {', '.join(INTERVENTIONS)}, or all (default)",
-    )
-    parser.add_argument("--rule", choices=RULES, default="instar", help="Hebbian rule (default instar)")
-    parser.add_argument("--k", type=int, default=1, help="k-WTA winners per position in every layer (default 1)")
-    parser.add_argument("--keep", type=float, default=0.01, help="pruning: fraction of input channels kept (default 0.01)")
-    parser.add_argument("--data", default=None, help="CIFAR-10 npz file or folder (default: $HEBBKIT_DATA or torchvision)")
-    parser.add_argument("--out", default="results/layers", help="output folder (default results/layers)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.set_defaults(run=_run)

@@ -498,35 +498,6 @@ def write_outputs(results: pd.DataFrame, out: str | Path, figures: str | Path | 
 # --------------------------------------------------------------------------------------------- CLI
 
 
-def add_parser(commands) -> None:
-    """Add ``hebbkit reproduce`` to the CLI's subcommands."""
-    parser = commands.add_parser(
-        "reproduce", help="reproduce Lagani's Table 1 (Hebbian semi-supervised CIFAR-10)",
-        description="Pre-train Lagani's six-layer network (HPCA, soft-WTA, VAE, or none), fine-tune it on the "
-                    "labelled percentage of the training pool, score every layer cut on validation and test "
-                    "images, and write Table 1 beside the paper's values. Finished cells are kept in "
-                    "OUT/results.jsonl; a re-run resumes.")
-    parser.add_argument("--preset", default="quick", choices=list(PRESETS),
-                        help="smoke (seconds, synthetic-sized), quick (CPU, about 1 h on 2 cores) or paper "
-                             "(the reference protocol, GPU); default: quick")
-    parser.add_argument("--methods", nargs="+", choices=list(lagani.METHODS), metavar="METHOD",
-                        help=f"pre-training methods, any of {', '.join(lagani.METHODS)} (default: the preset's)")
-    parser.add_argument("--regimes", nargs="+", type=float, metavar="PERCENT",
-                        help="labelled percentages in (0, 100] (default: the preset's)")
-    parser.add_argument("--layers", nargs="+", type=int, choices=list(lagani.LAYERS), metavar="LAYER",
-                        help="layer cuts, any of 1..5 (default: the preset's)")
-    parser.add_argument("--seeds", type=int, help="number of data seeds (>= 1; default: the preset's)")
-    parser.add_argument("--data", help="CIFAR-10 npz file or folder (default: $HEBBKIT_DATA, else torchvision)")
-    parser.add_argument("--out", default=None, help="output folder (default: results/PRESET)")
-    parser.add_argument("--figures", default=None, help="folder for the figures (default: the output folder)")
-    parser.add_argument("--cache", default=str(DEFAULT_CACHE),
-                        help=f"pre-trained weight cache folder, or 'none' to disable (default: {DEFAULT_CACHE})")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.set_defaults(run=_run)
-
-
 def _run(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset)
     if args.threads is not None:
