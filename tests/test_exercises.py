@@ -1,6 +1,7 @@
-"""The coding exercises of notebooks 00–03: every solution (the ```python block in the collapsed "Solution" cell
-after an exercise) passes the notebook's own check call, every stub reports "not attempted", and every checker
-rejects a wrong answer."""
+"""The exercises of notebooks 00–03. Coding exercises: every solution (the ```python block in the collapsed
+"Solution" cell after an exercise) passes the notebook's own check call, every stub reports "not attempted", and
+every checker rejects a wrong answer. Value exercises of 00–02 (which need no CIFAR-10): the answer that the
+solution states (`name = value`) passes the notebook's check."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from hebbkit.data import synthetic_cifar10
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = ("00_overview", "01_rules_and_losses", "02_single_neuron", "03_conv_filters")
 SOLUTION = re.compile(r"<details><summary>Solution</summary>.*?```python\n(.*?)```", re.S)
+STATED = re.compile(r"`(\w+) = ([^`]+)`")
 
 
 @dataclass(frozen=True)
@@ -114,3 +116,29 @@ WRONG = [
 def test_checker_rejects_a_wrong_answer(check, answer) -> None:
     with pytest.raises(AssertionError):
         check(answer)
+
+
+def value_exercises() -> list[tuple[str, int, str, str]]:
+    """(notebook, cell index, answer name, stated value) of every ``demos.check_exercise`` cell in 00–02."""
+    found = []
+    for name in NAMES[:3]:
+        cells = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4).cells
+        for index, cell in enumerate(cells):
+            if cell.cell_type == "code" and "demos.check_exercise(" in cell.source:
+                stated = [m for m in STATED.finditer(cells[index + 1].source) if f"{m.group(1)} = None" in cell.source]
+                assert stated, f"{name}: the solution after cell {index} states no `answer = value`"
+                found.append((name, index, stated[0].group(1), stated[0].group(2)))
+    return found
+
+
+@pytest.mark.parametrize("notebook, index, answer, value", value_exercises(), ids=lambda v: str(v))
+def test_stated_answer_passes_its_check(notebook: str, index: int, answer: str, value: str,
+                                        capsys: pytest.CaptureFixture) -> None:
+    cells = nbformat.read(NOTEBOOKS / f"{notebook}.ipynb", as_version=4).cells
+    scope: dict = {}
+    for cell in cells[:index]:  # the notebook's state, without its figures and widgets
+        if cell.cell_type == "code" and "fig = " not in cell.source and "interactive_figure(" not in cell.source:
+            exec(cell.source, scope)
+    capsys.readouterr()
+    exec(cells[index].source.replace(f"{answer} = None", f"{answer} = {value}"), scope)
+    assert "correct!" in capsys.readouterr().out
