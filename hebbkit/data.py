@@ -216,7 +216,7 @@ def unavailable_reason(path: str | Path | None = None, root: str | Path | None =
 
 def check_split(train: ImageSet, val: ImageSet) -> None:
     """Raise a ``ValueError`` unless ``train`` and ``val`` can feed the pipeline: 3×32×32 images, every class
-    among the training images (the labelled subsets are stratified), and at least as many validation images."""
+    among the training images, and at least as many validation images."""
     for name, images in (("training", train), ("validation", val)):
         if images.images.shape[1:] != (3, IMAGE_SIZE, IMAGE_SIZE):
             raise ValueError(

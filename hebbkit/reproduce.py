@@ -23,7 +23,7 @@ from scipy import stats
 from torch import Tensor
 
 from . import lagani
-from .data import CIFAR10, NUM_TRAIN, NUM_VAL, ImageSet, check_percent, load_cifar10
+from .data import CIFAR10, NUM_TRAIN, NUM_VAL, ImageSet, check_percent, check_split, load_cifar10
 from .lagani import FinetuneConfig, PretrainConfig, check_layer, check_method
 from .paper import TABLE1, best_cell, paper_table1
 from .utils import append_record, atomic_path, check_positive, lookup, read_records, resolve_device, write_text_atomic
@@ -125,10 +125,10 @@ def split(data: CIFAR10, seed: int) -> tuple[ImageSet, ImageSet]:
     (CIFAR-10: 40,000 / 10,000); other sizes (synthetic data) validate on their last 20 %."""
     total = len(data.train)
     num_val = NUM_VAL if total == NUM_TRAIN + NUM_VAL else max(1, total // 5)
-    if total - num_val < 1:
-        raise ValueError(f"the training set needs at least 2 images for a pool and a validation split, got {total}")
     order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
-    return data.train.subset(order[:-num_val]), data.train.subset(order[-num_val:])
+    pool, val = data.train.subset(order[:-num_val]), data.train.subset(order[-num_val:])
+    check_split(pool, val)
+    return pool, val
 
 
 def labelled_count(regime: float, pool: int) -> int:

@@ -270,7 +270,7 @@ def test_end_to_end_finetuning_learns_and_is_deterministic(data):
     net = LaganiNet(width=WIDTH)
     config = FinetuneConfig(epochs=6, batch_size=20, lr=1e-2, decay_from=4, weight_decay=5e-4)
     classifier, history = finetune(net, 2, data.train, config, seed=1, val=data.test, progress=False)
-    again, _ = finetune(net, 2, data.train, config, seed=1, progress=False)
+    again, _ = finetune(net, 2, data.train, config, seed=1, val=data.test, progress=False)
     assert states_equal(classifier, again)
     assert not torch.equal(classifier.blocks[0].layer.weight, net.blocks[0].layer.weight)  # end to end
     assert history[-1]["train_loss"] < history[0]["train_loss"]
@@ -529,3 +529,13 @@ def test_every_preset_runs_the_100_percent_regime_at_smoke_scale(data, name):
     results = run_experiment(small, data=data, regimes=(100,), cache=None, progress=False)
     assert sorted(results["method"]) == sorted(preset.methods)
     assert (results["num_labelled"] == 160).all() and results["val_accuracy"].between(0, 100).all()
+
+
+def test_too_few_images_are_an_error_not_a_table(tmp_path, capsys):
+    tiny = synthetic_cifar10(3, 1, seed=0)
+    path = tmp_path / "three.npz"
+    np.savez(path, x_train=tiny.train.images.permute(0, 2, 3, 1).numpy(), y_train=tiny.train.labels.numpy())
+    assert main(["reproduce", "--preset", "smoke", "--data", str(path), "--out", str(tmp_path / "out"),
+                 "--cache", "none", "--no-progress"]) == 2
+    assert "too few images" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "table1.md").exists()
