@@ -484,6 +484,8 @@ def pretrain_hebbian(
             score = class_mean_accuracy(net, means, val, device)
             if score > best_score:
                 best, best_score = copy.deepcopy(net.state_dict()), score
+    if checkpoint is not None and total % per_checkpoint:  # the end of training, when not already probed
+        checkpoint(net, total * config.batch_size / len(images))
     for layer in layers:
         layer.plastic, layer.weight.grad = False, None
     if best is not None:

@@ -393,6 +393,22 @@ def scratch_differences(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index", columns=means.columns)
 
 
+def claim_verdicts(results: pd.DataFrame) -> pd.DataFrame:
+    """The paper's comparisons, regime by regime, on each method's best layer (mean over seeds): Hebbian
+    (the better of HPCA and soft-WTA) against the VAE and against training from scratch, and HPCA against
+    soft-WTA. One row per (claim, regime) with both accuracies and whether the claim holds here."""
+    best = results.groupby(["regime", "method", "layer"])["val_accuracy"].mean().groupby(["regime", "method"]).max()
+    best = best.unstack()
+    if {"hpca", "softwta"} <= set(best.columns):
+        best["hebbian"] = best[["hpca", "softwta"]].max(axis=1)
+    claims = (("Hebbian beats VAE", "hebbian", "vae"), ("Hebbian beats training from scratch", "hebbian",
+              "supervised"), ("HPCA beats soft-WTA", "hpca", "softwta"))
+    rows = [{"claim": claim, "regime": f"{regime:g}%", "ours": round(row[a], 2), "against": round(row[b], 2),
+             "holds": "yes" if row[a] > row[b] else "no"}
+            for claim, a, b in claims if {a, b} <= set(best.columns) for regime, row in best.iterrows()]
+    return pd.DataFrame(rows)
+
+
 def to_markdown(text: pd.DataFrame) -> str:
     """A GitHub Markdown table of a text DataFrame (index as the first column)."""
     header = ["", *map(str, text.columns)]

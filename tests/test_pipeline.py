@@ -191,6 +191,10 @@ def test_checkpoints_report_the_fractions_of_an_epoch(data):
     pretrain("softwta", data.train, config, width=WIDTH, progress=False,
              checkpoint=lambda net, epochs: seen.append(epochs))
     assert seen == [0.0, 0.5, 1.0]
+    seen.clear()
+    pretrain("hpca", data.train, replace(config, batch_size=30), width=WIDTH, progress=False,
+             checkpoint=lambda net, epochs: seen.append(round(epochs, 3)))
+    assert seen == [0.0, 0.6, 1.05]  # 7 steps of 30 images: probed after step 4 and at the end
 
 
 def test_vae_pretraining_lowers_the_reconstruction_loss(data):
@@ -539,3 +543,12 @@ def test_too_few_images_are_an_error_not_a_table(tmp_path, capsys):
                  "--cache", "none", "--no-progress"]) == 2
     assert "too few images" in capsys.readouterr().err
     assert not (tmp_path / "out" / "table1.md").exists()
+
+
+def test_claim_verdicts_compare_best_layers_per_regime():
+    cells = {("hpca", 1): 40.0, ("hpca", 3): 44.0, ("softwta", 1): 45.0, ("vae", 2): 30.0, ("supervised", 3): 46.0}
+    rows = [{"method": m, "regime": 1.0, "layer": l, "seed": 0, "val_accuracy": v} for (m, l), v in cells.items()]
+    verdicts = reproduce.claim_verdicts(pd.DataFrame(rows)).set_index("claim")
+    assert verdicts.loc["Hebbian beats VAE", ["ours", "against", "holds"]].tolist() == [45.0, 30.0, "yes"]
+    assert verdicts.loc["Hebbian beats training from scratch", "holds"] == "no"
+    assert verdicts.loc["HPCA beats soft-WTA", ["ours", "against", "holds"]].tolist() == [44.0, 45.0, "no"]
