@@ -93,7 +93,7 @@ PRESETS: dict[str, Preset] = {
     # of all 10,000, and the first 2,000 test images are scored.
     "quick": Preset(
         "quick", ALL_METHODS, (1.0, 5.0, 10.0), (1, 2, 3, 4, 5), 1,
-        PretrainConfig(epochs=1, lr=0.1, vae_epochs=1, vae_lr=1e-2, checkpoints_per_epoch=4, modified_bn=False),
+        PretrainConfig(epochs=1, lr=0.1, vae_epochs=1, vae_lr=1e-3, checkpoints_per_epoch=4, modified_bn=False),
         FinetuneConfig(epochs=8, decay_from=4, lr=4e-3, augment=True, min_steps=200),
         width=0.5, select_val=1000, test_images=2000, probe_regime=2.0, probe_val=1000,
     ),
