@@ -463,7 +463,7 @@ def convergence_plot(data: pd.DataFrame, axes=None):
         sns.lineplot(hebbian, x="epoch", y="val_accuracy", hue="layer", style="method", marker="o", ax=axes[0],
                      legend=False, **order)
         axes[0].set(title=f"Hebbian pre-training (linear probe, {hebbian['regime'].iloc[0]:g}% labels)")
-    axes[0].set(xlabel="Hebbian epochs of the block", ylabel="validation accuracy (%)")
+    axes[0].set(xlabel="Hebbian epochs (all blocks learn together)", ylabel="validation accuracy (%)")
     if not sgd.empty:
         regime = sgd["regime"].max()
         sns.lineplot(sgd[sgd["regime"] == regime], x="epoch", y="val_accuracy", hue="layer", style="method",
