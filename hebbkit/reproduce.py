@@ -158,7 +158,7 @@ def pretrained(
 ) -> tuple[lagani.LaganiNet, list[dict]]:
     """The pre-trained network of (method, seed) and its Hebbian convergence rows, from ``cache`` if there."""
     probe = None
-    if preset.probe_val and method in HEBBIAN:
+    if preset.probe_val and lagani.make_method(method).net.hebbian:  # the Hebbian methods' networks
         probe = (train.subset(slice(0, labelled_count(preset.probe_regime, len(train)))),
                  val.subset(slice(0, preset.probe_val)))
     key = settings_hash(method, seed, preset.pretrain, preset.width, _fingerprint(train), _fingerprint(val),
@@ -183,7 +183,6 @@ def pretrained(
     return net, rows
 
 
-HEBBIAN = ("hpca", "softwta")
 PRETRAIN_VERSION = 2  # bump when pre-training changes, so that cached weights are not reused
 PROBE_STATISTICS = 2048  # images whose batch statistics a convergence probe sets in BN before it reads features
 
