@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+import json
 from typing import Collection, Iterator, Mapping, TypeVar
 
 import numpy as np
@@ -136,6 +136,34 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old file or the whole new one, never a part."""
     with atomic_path(path) as temp:
         temp.write_text(text)
+
+
+def check_output_dir(parameter: str, path: str | Path) -> Path:
+    """Return ``path`` as a folder that exists and can be written (created with its parents if missing), else
+    raise a ``ValueError`` naming ``parameter``: call it before any work, so that no result is lost to a bad path."""
+    path = Path(path).expanduser()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{parameter} must be a folder, but {path} is a file")
+    if existing is not None and not existing.is_dir():
+        raise ValueError(f"{parameter}: cannot create the folder {path}, because {existing} is a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise ValueError(f"{parameter}: the folder {path} cannot be written ({error.strerror or error})") from None
+    return path
+
+
+def to_markdown(table, index: bool = True) -> str:
+    """A GitHub Markdown table of a DataFrame whose cells are already formatted (``index``: as the first column)."""
+    header = ([""] if index else []) + [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, row in zip(table.index, table.values):
+        cells = ([str(label)] if index else []) + [str(v) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def read_records(path: str | Path) -> list[dict]:
