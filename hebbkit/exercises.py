@@ -193,3 +193,140 @@ def check_sanger_patches(rule: Any, images: Tensor, name: str = "Exercise 3") ->
         return shown + "."
 
     _run(name, check)
+
+
+# -------------------------------------------------------------------------------------- notebook 04
+
+
+def _stepwise_lr(lr: float, decay: float, decay_from: int, epochs: int) -> list[float]:
+    """The rate of each 0-based epoch, by simulation: multiply by ``decay`` at the start of every epoch from
+    ``decay_from`` on (a loop, independent of any closed form)."""
+    rates, rate = [], lr
+    for epoch in range(epochs):
+        if epoch >= decay_from:
+            rate *= decay
+        rates.append(rate)
+    return rates
+
+
+def check_lr_schedule(my_lr_at: Callable[[float, float, int, int], float], name: str = "Exercise 3") -> None:
+    """``my_lr_at(lr, decay, decay_from, epoch)`` must return the fine-tuning rate of 0-based ``epoch``: ``lr``
+    multiplied by ``decay`` at the start of every epoch from ``decay_from`` on, i.e.
+    ``lr * decay ** max(0, epoch - decay_from + 1)``. Checked epoch by epoch against a simulation of the
+    schedules of the paper, of the quick preset (also stretched to 4× the epochs for a 1 % subset), and of two
+    edge cases (decay from epoch 0; no decay)."""
+
+    schedules = {  # (lr, decay, decay_from, epochs)
+        "the paper's (20 epochs, halved from epoch 10)": (1e-3, 0.5, 10, 20),
+        "the quick preset's (8 epochs, halved from epoch 4)": (4e-3, 0.5, 4, 8),
+        "the quick preset's stretched 4× for a 1 % subset": (4e-3, 0.5 ** 0.25, 16, 32),
+        "decay from the first epoch": (0.1, 0.9, 0, 5),
+        "no decay (decay = 1)": (0.01, 1.0, 3, 6),
+    }
+
+    def check() -> str:
+        for label, (lr, decay, decay_from, epochs) in schedules.items():
+            for epoch, expected in enumerate(_stepwise_lr(lr, decay, decay_from, epochs)):
+                got = _call(my_lr_at, lr, decay, decay_from, epoch)
+                got = float(got.item() if isinstance(got, Tensor) else got)
+                assert abs(got - expected) <= 1e-9 * lr, (
+                    f"{name}: for {label} (lr={lr:g}, decay={decay:g}, decay_from={decay_from}), epoch {epoch} "
+                    f"should run at {expected:.6g}, yours gives {got:.6g}. Hint: epoch decay_from already runs at "
+                    f"lr·decay, and no epoch before it is changed")
+        paper = _stepwise_lr(1e-3, 0.5, 10, 20)
+        return (f"The paper's last epoch runs at {paper[-1]:.2e} = 1e-3 · 0.5^10; the stretched schedule ends at the "
+                f"same {_stepwise_lr(4e-3, 0.5 ** 0.25, 16, 32)[-1]:.1e} as the unstretched {_stepwise_lr(4e-3, 0.5, 4, 8)[-1]:.1e}.")
+
+    _run(name, check)
+
+
+# -------------------------------------------------------------------------------------- notebook 05
+
+
+def check_confidence_interval(my_interval: Callable[[Any], tuple[float, float]], name: str = "Exercise 3") -> None:
+    """``my_interval(values)`` must return ``(mean, half_width)``: the sample mean and the half-width of the 95 %
+    Student-t confidence interval, ``t_{0.975, n−1} · s / √n`` with ``s`` the sample standard deviation
+    (``ddof=1``); the half-width is NaN for a single value. Compared with ``scipy.stats.t.interval``."""
+    import math
+
+    import numpy as np
+    from scipy import stats
+
+    samples = {
+        "five seeds": [41.2, 42.5, 41.9, 42.8, 41.0],
+        "two seeds": [40.0, 44.0],
+        "twenty seeds": (50 + 2 * _data(20, 1, 12)[:, 0]).tolist(),
+    }
+
+    def check() -> str:
+        for label, values in samples.items():
+            got = _call(my_interval, list(values))
+            assert len(got) == 2, f"{name}: return a pair (mean, half_width), got {got!r}"
+            mean, half = (float(v) for v in got)
+            expected_mean = float(np.mean(values))
+            low, high = stats.t.interval(0.95, len(values) - 1, loc=expected_mean, scale=stats.sem(values))
+            expected_half = (high - low) / 2
+            assert abs(mean - expected_mean) < 1e-6, f"{name}: the mean of {label} is {expected_mean:.4f}, yours {mean:.4f}"
+            assert math.isfinite(half) and abs(half - expected_half) < 1e-6, (
+                f"{name}: the 95 % half-width of {label} is {expected_half:.4f}, yours {half:.4f}. Hint: "
+                f"t = scipy.stats.t.ppf(0.975, n - 1), s with ddof=1, divided by √n")
+        single = _call(my_interval, [42.0])
+        assert len(single) == 2 and abs(float(single[0]) - 42.0) < 1e-9, f"{name}: the mean of one value is that value"
+        assert math.isnan(float(single[1])), (
+            f"{name}: with one value your half-width is {float(single[1])}, but s (ddof=1) is 0/0 and t has 0 degrees "
+            f"of freedom: one seed gives no interval at all, so return float('nan'), not 0")
+        two = stats.t.ppf(0.975, 1) * stats.sem(samples["two seeds"])
+        return f"With two seeds 40 and 44 the interval is ±{two:.1f} points (t = {stats.t.ppf(0.975, 1):.1f}): two seeds say little."
+
+    _run(name, check)
+
+
+def _toy_results() -> "pd.DataFrame":
+    """A results table shaped like ``reproduce``'s: (regime, method, layer, seed) → val_accuracy, rows shuffled."""
+    import pandas as pd
+
+    generator = torch.Generator().manual_seed(13)
+    rows = []
+    for regime in (1.0, 10.0):
+        for method, offset in (("hpca", 3.0), ("softwta", 5.0), ("vae", -2.0), ("supervised", 0.0)):
+            for layer in (1, 2, 3):
+                for seed in range(3):
+                    noise = torch.randn(1, generator=generator).item()
+                    rows.append({"regime": regime, "method": method, "layer": layer, "seed": seed,
+                                 "val_accuracy": 30 + 2 * regime + offset - layer + 2 * noise})
+    order = torch.randperm(len(rows), generator=generator).tolist()
+    return pd.DataFrame([rows[i] for i in order])
+
+
+def check_scratch_margins(my_margins: Callable[[Any], Any], name: str = "Exercise 4") -> None:
+    """``my_margins(results)`` must return a DataFrame indexed by (regime, method), the ``supervised`` rows left
+    out, with one column per layer: the method's mean accuracy over seeds minus the mean of ``supervised``
+    (training from scratch) at the same regime and layer. Checked against sums over the rows of a shuffled toy
+    table with three seeds."""
+    import pandas as pd
+
+    def check() -> str:
+        toy = _toy_results()
+        sums: dict[tuple, list[float]] = {}
+        for row in toy.to_dict("records"):
+            entry = sums.setdefault((row["regime"], row["method"], row["layer"]), [0.0, 0])
+            entry[0] += row["val_accuracy"]
+            entry[1] += 1
+        mean = {key: total / count for key, (total, count) in sums.items()}
+        expected = {(regime, method, layer): value - mean[(regime, "supervised", layer)]
+                    for (regime, method, layer), value in mean.items() if method != "supervised"}
+        got = _call(my_margins, toy.copy())
+        assert isinstance(got, pd.DataFrame), f"{name}: return a pandas DataFrame, got {type(got).__name__}"
+        rows = {tuple(index) for index in got.index}
+        wanted = {(regime, method) for regime, method, _ in expected}
+        assert rows == wanted, (f"{name}: the rows should be the (regime, method) pairs {sorted(wanted)}, without "
+                                f"'supervised'; yours are {sorted(rows)}")
+        assert sorted(got.columns) == [1, 2, 3], f"{name}: one column per layer (1, 2, 3), got {list(got.columns)}"
+        for (regime, method, layer), value in expected.items():
+            mine = float(got.loc[(regime, method), layer])
+            assert abs(mine - value) < 1e-6, (
+                f"{name}: {regime:g} % {method} at layer {layer} should be {value:+.3f} points, yours {mine:+.3f}. "
+                f"Hint: average over seeds first, then subtract supervised's mean at the same regime and layer")
+        return "Your margins match; the same numbers for the committed run are table (d) above."
+
+    _run(name, check)

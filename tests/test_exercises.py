@@ -1,4 +1,4 @@
-"""The exercises of notebooks 00–03. Coding exercises: every solution (the ```python block in the collapsed
+"""The exercises of notebooks 00–05. Coding exercises: every solution (the ```python block in the collapsed
 "Solution" cell after an exercise) passes the notebook's own check call, every stub reports "not attempted", and
 every checker rejects a wrong answer. Value exercises of 00–02 (which need no CIFAR-10): the answer that the
 solution states (`name = value`) passes the notebook's check."""
@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -17,7 +19,8 @@ from hebbkit import exercises
 from hebbkit.data import synthetic_cifar10
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-NAMES = ("00_overview", "01_rules_and_losses", "02_single_neuron", "03_conv_filters")
+NAMES = ("00_overview", "01_rules_and_losses", "02_single_neuron", "03_conv_filters", "04_semi_supervised_pipeline",
+         "05_results_table")
 SOLUTION = re.compile(r"<details><summary>Solution</summary>.*?```python\n(.*?)```", re.S)
 STATED = re.compile(r"`(\w+) = ([^`]+)`")
 
@@ -54,13 +57,13 @@ EXERCISES = coding_exercises()
 
 def namespace() -> dict:
     """What the exercise cells use from their notebook's setup: small synthetic images stand in for CIFAR-10."""
-    return {"torch": torch, "dataclass": dataclass, "exercises": exercises,
+    return {"torch": torch, "dataclass": dataclass, "pd": pd, "exercises": exercises,
             "images": synthetic_cifar10(200, 10).train.float()}
 
 
 def test_every_notebook_has_coding_exercises() -> None:
     per_notebook = {name: sum(e.notebook == name for e in EXERCISES) for name in NAMES}
-    assert sum(per_notebook.values()) >= 3 and all(per_notebook[name] >= 1 for name in NAMES[:3]), per_notebook
+    assert sum(per_notebook.values()) >= 3 and all(count >= 1 for count in per_notebook.values()), per_notebook
 
 
 @pytest.mark.parametrize("exercise", EXERCISES, ids=str)
@@ -94,6 +97,17 @@ class _NoScale:
         return (y.T @ x - torch.tril(y.T @ y) @ weight) / len(x)
 
 
+def _t(values) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, max(1, len(values) - 1)))
+
+
+def _margins(results, how: str = "mean"):
+    means = results.groupby(["regime", "method", "layer"])["val_accuracy"].agg(how).unstack("layer")
+    return means.drop(index="supervised", level="method").sub(means.xs("supervised", level="method"), level="regime")
+
+
 def _naive_softmax(y, temperature):
     e = (y / temperature).exp()
     return e / e.sum(1, keepdim=True)
@@ -109,6 +123,14 @@ WRONG = [
     (exercises.check_sanger, _OjaPerUnit()),
     (exercises.check_sanger, _NoScale()),
     (lambda rule: exercises.check_sanger_patches(rule, namespace()["images"]), _OjaPerUnit()),
+    (exercises.check_lr_schedule, lambda lr, decay, start, epoch: lr * decay ** max(0, epoch - start)),  # one late
+    (exercises.check_lr_schedule, lambda lr, decay, start, epoch: lr * decay ** (epoch - start + 1)),  # no max: grows
+    (exercises.check_confidence_interval, lambda v: (np.mean(v), 1.96 * np.std(v, ddof=1) / np.sqrt(len(v)))),  # z
+    (exercises.check_confidence_interval, lambda v: (np.mean(v), _t(v) * np.std(v) / np.sqrt(len(v)))),  # ddof=0
+    (exercises.check_confidence_interval, lambda v: (np.mean(v), _t(v) * np.std(v, ddof=1) / np.sqrt(len(v))
+                                                     if len(v) > 1 else 0.0)),  # one seed: 0 instead of NaN
+    (exercises.check_scratch_margins, lambda r: -_margins(r)),  # scratch minus method
+    (exercises.check_scratch_margins, lambda r: _margins(r, "first")),  # one seed instead of the mean
 ]
 
 
