@@ -9,7 +9,7 @@
   features L1..L5     — one pass computing every layer's features (evaluation, frozen fine-tuning);
   evaluate L5         — an end-to-end classifier's forward pass.
 Synthetic CIFAR-shaped images; the ratios printed at the end compare the stages with plain evaluation, and the
-last lines the channels-last memory layout the pipeline uses (``lagani.FAST_LAYOUT``) with PyTorch's default.
+last lines the channels-last memory layout the pipeline uses (``hebbkit.loops.as_input``) with PyTorch's default.
 
     python benchmarks/bench_pipeline.py [--images 512] [--device cpu|cuda] [--threads N]
 """
@@ -24,6 +24,7 @@ import torch
 from hebbkit import lagani
 from hebbkit.data import synthetic_cifar10
 from hebbkit.lagani import FinetuneConfig, PretrainConfig
+from hebbkit.loops import block_features, evaluate, place
 from hebbkit.utils import resolve_device
 
 
@@ -61,32 +62,28 @@ def main() -> None:
     for layer in (1, 5):
         config = FinetuneConfig(epochs=1)
         rates[f"finetune L{layer} end to end"] = len(labelled) / timed(
-            lambda: lagani.finetune(net, layer, labelled, config, device=device, progress=False))
+            lambda: lagani.finetune(net, layer, labelled, config, progress=False))
     rates["finetune L3 end to end, augmented"] = len(labelled) / timed(
-        lambda: lagani.finetune(net, 3, labelled, FinetuneConfig(epochs=1, augment=True), device=device,
-                                progress=False))
-    (_, features), = lagani.layer_features(net, labelled, (1,), device=device)
+        lambda: lagani.finetune(net, 3, labelled, FinetuneConfig(epochs=1, augment=True), progress=False))
+    (_, features), = block_features(net, labelled, (1,))
     rates["head L1 on fixed features"] = len(labelled) / timed(
-        lambda: lagani.train_head(features, labelled.labels, FinetuneConfig(epochs=1, frozen=True), device=device,
-                                  progress=False))
-    rates["features L1..L5 (one pass)"] = n / timed(lambda: list(lagani.layer_features(net, images, device=device)))
-    classifier, _ = lagani.finetune(net, 5, labelled, FinetuneConfig(epochs=1), device=device, progress=False)
-    rates["evaluate L5 classifier"] = n / timed(lambda: lagani.evaluate(classifier, images, device=device))
+        lambda: lagani.train_head(features, labelled.labels, net.num_classes, FinetuneConfig(epochs=1, frozen=True),
+                                  device=device, progress=False))
+    rates["features L1..L5 (one pass)"] = n / timed(lambda: list(block_features(net, images, lagani.LAYERS)))
+    classifier, _ = lagani.finetune(net, 5, labelled, FinetuneConfig(epochs=1), progress=False)
+    rates["evaluate L5 classifier"] = n / timed(lambda: evaluate(classifier, images))
     reference = rates["evaluate L5 classifier"]
     width = max(map(len, rates))
     for name, rate in rates.items():
         print(f"{name:<{width}}  {rate:9.0f} images/s   {reference / rate:6.1f}× the cost of evaluation")
-    layouts = {}
-    for layout in (torch.contiguous_format, lagani.FAST_LAYOUT):  # ends with the pipeline's own layout set
-        lagani.FAST_LAYOUT = layout
-        model = classifier.to(memory_format=layout)
-        layouts[layout] = (n / timed(lambda: lagani.evaluate(model, images, device=device)),
-                           len(labelled) / timed(lambda: lagani.finetune(net, 3, labelled, FinetuneConfig(epochs=1),
-                                                                          device=device, progress=False)))
-    (plain_eval, plain_train), (fast_eval, fast_train) = layouts.values()
-    print(f"channels-last vs default layout: evaluate L5 {fast_eval / plain_eval:.2f}×, "
-          f"finetune L3 {fast_train / plain_train:.2f}× the images/s")
-
+    x = images.subset(slice(0, 256)).float(device)
+    layouts = []
+    for layout in (torch.contiguous_format, torch.channels_last):  # the pipeline uses channels-last
+        model, batch = classifier.to(memory_format=layout).eval(), x.contiguous(memory_format=layout)
+        with torch.no_grad():
+            layouts.append(len(batch) / timed(lambda: model(batch)))
+    place(classifier, device)
+    print(f"channels-last vs default layout: evaluate L5 {layouts[1] / layouts[0]:.2f}× the images/s")
 
 if __name__ == "__main__":
     main()

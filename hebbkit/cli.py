@@ -12,15 +12,17 @@ import importlib
 import sys
 from pathlib import Path
 
-REPRODUCE_PRESETS = ("smoke", "quick", "paper")  # reproduce.PRESETS
-LAYERS_PRESETS = ("smoke", "quick", "full")  # multilayer.PRESETS
+REPRODUCE_PRESETS = ("smoke", "quick", "paper")  # lagani.PRESETS
+LAYERS_PRESETS = ("smoke", "quick", "full")  # miconi.PRESETS
 METHODS = ("hpca", "softwta", "vae", "supervised", "random")  # lagani.METHODS
 LAYERS = (1, 2, 3, 4, 5)  # lagani.LAYERS
 RULES = ("hebb", "instar", "oja")  # miconi.RULES
 INTERVENTIONS = ("none", "sparse-plasticity", "pruning", "both")  # miconi.INTERVENTIONS
-DEFAULT_CACHE = Path.home() / ".cache" / "hebbkit" / "weights"  # reproduce.DEFAULT_CACHE
+DEFAULT_CACHE = Path.home() / ".cache" / "hebbkit" / "weights"  # lagani.experiment.DEFAULT_CACHE
 DEVICE_HELP = "auto (default: $HEBBKIT_DEVICE if set, else CUDA when present, else CPU), cpu, cuda, cuda:N or mps"
-DATA_HELP = "CIFAR-10 npz file, or a folder holding cifar10.npz (default: $HEBBKIT_DATA, else torchvision's download)"
+DATA_HELP = ("the images: an npz file (x_train, y_train[, x_test, y_test]; or a folder holding cifar10.npz), a "
+             "folder with one sub-folder of images per class, or a torchvision dataset name (CIFAR10, CIFAR100, "
+             "MNIST, FashionMNIST, SVHN, STL10) (default: $HEBBKIT_DATA, else torchvision's CIFAR-10)")
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -85,11 +87,12 @@ def _add_figures(commands: argparse._SubParsersAction) -> None:
 def _add_reproduce(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "reproduce",
-        help="reproduce Lagani's Table 1 (Hebbian pre-training, semi-supervised fine-tuning on CIFAR-10)",
+        help="reproduce Lagani's Table 1 (Hebbian pre-training, semi-supervised fine-tuning; CIFAR-10 or any images)",
         description="Pre-train Lagani's six-layer network (HPCA, soft-WTA, VAE, or none), fine-tune it on the "
         "labelled percentage of the training pool, score every layer cut on validation and test images, and "
         "write Table 1 beside the paper's values (table1.csv / table1.md), a heatmap and the convergence curves. "
-        "Finished cells are kept in OUT/results.jsonl; a re-run resumes.",
+        "Finished cells are kept in OUT/results.sqlite: a re-run resumes, and several processes started alike "
+        "(one per GPU) share the grid.",
     )
     parser.add_argument(
         "--preset", choices=REPRODUCE_PRESETS, default="quick",
@@ -111,14 +114,15 @@ def _add_reproduce(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--threads", type=int, help="torch CPU threads, >= 1 (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.set_defaults(handler="hebbkit.reproduce:_run")
+    parser.set_defaults(handler="hebbkit.lagani.experiment:run_command")
 
 
 def _add_layers(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "layers",
         help="Miconi's multi-layer Hebbian CNN: decoding, pictures and sparsity per layer",
-        description="Train Miconi's three-layer Hebbian CNN on unlabelled CIFAR-10 (with each intervention), "
+        description="Train Miconi's three-layer Hebbian CNN on unlabelled images (CIFAR-10 unless --data names "
+        "another dataset; channels and classes come from the data) with each intervention, "
         "then per layer: a ridge readout's held-out accuracy against random weights, response sparsity, and "
         "what the units respond to. Writes layers.csv, layers.md, run.json and the filter pictures.",
     )
@@ -134,7 +138,7 @@ def _add_layers(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="results/layers", help="output folder (default results/layers)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights, masks and sampling (default 0)")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
-    parser.set_defaults(handler="hebbkit.multilayer:_run")
+    parser.set_defaults(handler="hebbkit.miconi.experiment:_run")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ DIGEST_KEY = "hebbkit:inputs"
 QUICK_RESULTS = Path("results/quick")
 LAYERS_RESULTS = Path("results/layers_quick")
 DEMO_CODE = ("hebbkit.demos", "hebbkit.viz", "hebbkit.rules")
-TABLE_CODE = ("hebbkit.reproduce", "hebbkit.paper", "hebbkit.lagani")
+TABLE_CODE = ("hebbkit.lagani.table", "hebbkit.lagani.paper", "hebbkit.store")
 FILTER_IMAGES = 2_000  # the first CIFAR-10 training images, as in notebook 03
 
 
@@ -84,17 +84,23 @@ def _conv_filters(root: Path, data: str | Path | None):
 
 
 def latest_results(folder: str | Path):
-    """The records of ``folder/results.jsonl`` written with the latest run's settings, as a DataFrame."""
+    """The :class:`~hebbkit.lagani.Results` in ``folder``'s results store written with the latest run's settings."""
     import pandas as pd
 
-    from .reproduce import RESULTS_FILE
-    from .utils import read_records
+    from .lagani import Results
+    from .store import STORE_FILE, ResultStore
 
-    path = Path(folder) / RESULTS_FILE
-    results = pd.DataFrame(read_records(path))
-    if results.empty:
-        raise ValueError(f"no results in {path}; run `hebbkit reproduce --out {folder}` first")
-    return results[results["settings"] == results["settings"].iloc[-1]]
+    folder = Path(folder)
+    if not (folder / STORE_FILE).is_file():
+        raise ValueError(f"no results in {folder / STORE_FILE}; run `hebbkit reproduce --out {folder}` first")
+    with ResultStore(folder) as store:
+        records = store.records()
+        if not records:
+            raise ValueError(f"no results in {folder / STORE_FILE}; run `hebbkit reproduce --out {folder}` first")
+        settings = records[-1]["settings"]
+        latest = pd.DataFrame([r for r in records if r["settings"] == settings])
+        dataset = latest["dataset"].iloc[0] if "dataset" in latest else "CIFAR-10"
+        return Results(latest, store.curves(settings), dataset, cifar10=dataset == "CIFAR-10")
 
 
 def table1_vs_paper_figure(results):
@@ -102,13 +108,13 @@ def table1_vs_paper_figure(results):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from . import lagani, reproduce
+    from .lagani import DISPLAY_NAMES, heatmap, table1
 
-    table = reproduce.table1(results)
+    table = table1(results.records)
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
-    reproduce.heatmap(table, ax=left)
+    heatmap(table, ax=left, title=f"{results.dataset} validation accuracy")
     difference = table.xs("mean", axis=1, level=1) - table.xs("paper", axis=1, level=1)
-    difference.index = [f"{regime:g}% {lagani.DISPLAY_NAMES[method]}" for regime, method in difference.index]
+    difference.index = [f"{regime:g}% {DISPLAY_NAMES[method]}" for regime, method in difference.index]
     sns.heatmap(difference, annot=True, fmt="+.1f", cmap="RdBu", center=0, ax=right, cbar_kws={"label": "points"})
     right.set(title="ours − paper", xlabel="classifier on layer", ylabel="")
     fig.tight_layout()
@@ -120,20 +126,19 @@ def _table1_vs_paper(root: Path, data: str | Path | None):
 
 
 def _table1_heatmap(root: Path, data: str | Path | None):
-    from . import reproduce
+    from .lagani import heatmap, table1
 
-    ax = reproduce.heatmap(reproduce.table1(latest_results(root / QUICK_RESULTS)))
+    results = latest_results(root / QUICK_RESULTS)
+    ax = heatmap(table1(results.records), title=f"{results.dataset} validation accuracy")
     ax.figure.tight_layout()
     return ax.figure
 
 
 def _convergence(root: Path, data: str | Path | None):
-    import pandas as pd
+    from .lagani import convergence_data, convergence_plot
 
-    from . import reproduce
-
-    hebbian = pd.read_csv(root / QUICK_RESULTS / reproduce.CONVERGENCE_FILE)
-    axes = reproduce.convergence_plot(reproduce.convergence_data(latest_results(root / QUICK_RESULTS), hebbian))
+    results = latest_results(root / QUICK_RESULTS)
+    axes = convergence_plot(convergence_data(results.records, results.curves))
     axes[0].figure.tight_layout()
     return axes[0].figure
 
@@ -151,9 +156,9 @@ FIGURES: tuple[Figure, ...] = (
     Figure("oja_single_neuron.png", code=DEMO_CODE, draw=_oja),
     Figure("soft_wta_temperature.png", code=DEMO_CODE, draw=_soft_wta_temperature),
     Figure("conv_filters.png", code=(*DEMO_CODE, "hebbkit.layers"), draw=_conv_filters, needs_data=True),
-    Figure("table1_vs_paper.png", files=(str(QUICK_RESULTS / "results.jsonl"),), code=TABLE_CODE, draw=_table1_vs_paper),
-    Figure("table1_heatmap.png", files=(str(QUICK_RESULTS / "results.jsonl"),), code=TABLE_CODE, draw=_table1_heatmap),
-    Figure("convergence.png", files=(str(QUICK_RESULTS / "results.jsonl"), str(QUICK_RESULTS / "convergence.csv")),
+    Figure("table1_vs_paper.png", files=(str(QUICK_RESULTS / "results.sqlite"),), code=TABLE_CODE, draw=_table1_vs_paper),
+    Figure("table1_heatmap.png", files=(str(QUICK_RESULTS / "results.sqlite"),), code=TABLE_CODE, draw=_table1_heatmap),
+    Figure("convergence.png", files=(str(QUICK_RESULTS / "results.sqlite"),),
            code=TABLE_CODE, draw=_convergence),
     *_layer_pictures(),
 )

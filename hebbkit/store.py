@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS records (id INTEGER PRIMARY KEY, method TEXT NOT NULL
     layer INTEGER NOT NULL, seed INTEGER NOT NULL, settings TEXT NOT NULL, record TEXT NOT NULL,
     UNIQUE (method, regime, layer, seed, settings));
 CREATE TABLE IF NOT EXISTS curves (settings TEXT NOT NULL, curve TEXT NOT NULL, method TEXT NOT NULL,
-    seed INTEGER NOT NULL, layer INTEGER NOT NULL, epoch INTEGER NOT NULL, row TEXT NOT NULL,
+    seed INTEGER NOT NULL, layer INTEGER NOT NULL, epoch REAL NOT NULL, row TEXT NOT NULL,
     PRIMARY KEY (settings, curve, method, seed, layer, epoch));
 CREATE TABLE IF NOT EXISTS claims (unit TEXT PRIMARY KEY, owner TEXT NOT NULL, refreshed REAL NOT NULL);
 """
@@ -60,19 +60,23 @@ def _dumps(value: object) -> str:
 
 def _key(record: dict, fields: tuple[str, ...]) -> tuple:
     """``record``'s values of ``fields``, typed (``KeyError``/``ValueError``/``TypeError`` if unusable)."""
-    types = {"method": str, "curve": str, "settings": str, "regime": float}
+    types = {"method": str, "curve": str, "settings": str, "regime": float, "epoch": float}
     return tuple(types.get(field, int)(record[field]) for field in fields)
 
 
 class ResultStore:
-    """The results of one output folder, in ``folder/results.sqlite``; a context manager."""
+    """The results of one output folder, in ``folder/results.sqlite`` (``None``: in memory, for one process);
+    a context manager."""
 
-    def __init__(self, folder: str | Path, timeout: float = 60.0):
-        folder = Path(folder)
-        if folder.is_file():
-            raise ValueError(f"{folder} is a file; ResultStore wants the output folder that holds {STORE_FILE}")
-        folder.mkdir(parents=True, exist_ok=True)
-        self.folder, self.path = folder, folder / STORE_FILE
+    def __init__(self, folder: str | Path | None, timeout: float = 60.0):
+        if folder is None:
+            self.folder, self.path = None, ":memory:"
+        else:
+            folder = Path(folder)
+            if folder.is_file():
+                raise ValueError(f"{folder} is a file; ResultStore wants the output folder that holds {STORE_FILE}")
+            folder.mkdir(parents=True, exist_ok=True)
+            self.folder, self.path = folder, folder / STORE_FILE
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -195,6 +199,8 @@ class ResultStore:
 
     def _migrate(self) -> None:
         """Import a legacy results.jsonl / convergence.csv from the folder, then rename them ``*.migrated``."""
+        if self.folder is None:
+            return
         jsonl, csv = self.folder / LEGACY_RESULTS, self.folder / LEGACY_CONVERGENCE
         if not (jsonl.exists() or csv.exists()):
             return

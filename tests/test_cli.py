@@ -46,13 +46,14 @@ def test_every_subcommand_and_option_has_help_and_a_description() -> None:
 
 
 def test_choices_are_the_modules_own() -> None:
-    from hebbkit import lagani, miconi, multilayer, reproduce
+    from hebbkit import lagani, miconi
+    from hebbkit.lagani.experiment import DEFAULT_CACHE
 
-    assert cli.REPRODUCE_PRESETS == tuple(reproduce.PRESETS)
-    assert cli.LAYERS_PRESETS == tuple(multilayer.PRESETS)
+    assert cli.REPRODUCE_PRESETS == tuple(lagani.PRESETS)
+    assert cli.LAYERS_PRESETS == tuple(miconi.PRESETS)
     assert cli.METHODS == tuple(lagani.METHODS) and cli.LAYERS == tuple(lagani.LAYERS)
     assert cli.RULES == tuple(miconi.RULES) and cli.INTERVENTIONS == tuple(miconi.INTERVENTIONS)
-    assert cli.DEFAULT_CACHE == reproduce.DEFAULT_CACHE
+    assert cli.DEFAULT_CACHE == DEFAULT_CACHE
 
 
 def test_help_lists_the_choices(capsys) -> None:

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from hebbkit import lagani
 from hebbkit.data import synthetic_cifar10
 from hebbkit.lagani import FinetuneConfig, PretrainConfig, finetune, pretrain
-from hebbkit.reproduce import run_experiment
+from hebbkit.lagani import run_experiment
+from hebbkit.loops import evaluate
 from hebbkit.utils import DEVICE_VARIABLE, resolve_device
 
 WIDTH = 0.125
@@ -56,9 +56,9 @@ def test_hebbian_pretraining_on_cuda_matches_the_cpu(data):
 def test_finetuning_and_the_experiment_loop_run_on_cuda(data, tmp_path):
     net = pretrain("hpca", data.train, PretrainConfig(batch_size=40), width=WIDTH, device="cuda", progress=False)
     model, history = finetune(net, 2, data.train, FinetuneConfig(epochs=3, batch_size=32, augment=True),
-                              device="cuda", progress=False)
+                              progress=False)  # on the network's device
     assert next(model.parameters()).is_cuda and len(history) == 3
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    assert 0 <= lagani.evaluate(model, data.test, device="cuda") <= 100
-    results = run_experiment("smoke", data=data, device="cuda", out=tmp_path, progress=False)
-    assert len(results) == 3 * 2 * 2 and results["val_accuracy"].between(0, 100).all()
+    assert 0 <= evaluate(model, data.test) <= 100
+    results = run_experiment("smoke", data=data, device="cuda", out=tmp_path, progress=False).records
+    assert len(results) == 4 * 2 * 2 and results["val_accuracy"].between(0, 100).all()

@@ -10,22 +10,36 @@ import pytest
 import torch
 from scipy import stats
 
-from hebbkit import lagani, reproduce, rules
+from hebbkit import lagani, rules
 from hebbkit.cli import main
-from hebbkit.data import synthetic_cifar10
+from hebbkit.data import split, synthetic_cifar10
 from hebbkit.lagani import (
+    PRESETS,
     Classifier,
     FinetuneConfig,
     LaganiNet,
     NetSpec,
     PretrainConfig,
+    best_per_regime,
+    claim_verdicts,
+    confidence_interval,
+    convergence_data,
     finetune,
-    layer_features,
+    format_table,
     pretrain,
-    settle_statistics,
+    run_experiment,
+    scratch_differences,
+    table1,
+    write_outputs,
 )
-from hebbkit.paper import TABLE1, best_cell, paper_table1
-from hebbkit.reproduce import PRESETS, confidence_interval, format_table, run_experiment, table1, write_outputs
+from hebbkit.lagani import experiment
+from hebbkit.lagani import net as lagani_net
+from hebbkit.lagani import finetuning as lagani_finetune
+from hebbkit.lagani import pretraining as lagani_pretrain
+from hebbkit.lagani.paper import TABLE1, best_cell, paper_table1
+from hebbkit.loops import CROP_PADDING, augment, block_features, evaluate, settle_statistics
+from hebbkit.store import ResultStore
+from hebbkit.whitening import ZCA
 
 WIDTH = 0.125
 TINY = replace(PRESETS["smoke"], methods=("hpca", "vae"), regimes=(20.0, 50.0), layers=(1, 2), probe_val=20)
@@ -76,10 +90,10 @@ def test_hebbian_networks_follow_the_reference():
     hebbian = LaganiNet(NetSpec(hebbian=True, project=True, whiten=True), width=WIDTH)
     plain = LaganiNet(width=WIDTH)
     assert all(block.layer.bias is None for block in hebbian.blocks)
-    assert [isinstance(b.norm, lagani._VariancePreserving) for b in hebbian.blocks] == [False, False, True, True, True]
-    assert not any(isinstance(b.norm, lagani._VariancePreserving) for b in plain.blocks)
+    assert [isinstance(b.norm, lagani_net._VariancePreserving) for b in hebbian.blocks] == [False, False, True, True, True]
+    assert not any(isinstance(b.norm, lagani_net._VariancePreserving) for b in plain.blocks)
     assert all(block.layer.bias is not None for block in plain.blocks)
-    assert isinstance(hebbian.whiten, lagani.ZCA) and isinstance(plain.whiten, torch.nn.Identity)
+    assert isinstance(hebbian.whiten, ZCA) and isinstance(plain.whiten, torch.nn.Identity)
     block = hebbian.blocks[1].eval()
     x = torch.randn(2, block.layer.in_channels, 6, 6)
     with torch.no_grad():
@@ -94,7 +108,7 @@ def test_hebbian_networks_follow_the_reference():
 def test_modified_batchnorm_equals_its_equation(dims):
     torch.manual_seed(0)
     shape = (16, 5) if dims == 2 else (16, 5, 3, 3)
-    modified = (lagani.ModifiedBatchNorm1d(5) if dims == 2 else lagani.ModifiedBatchNorm2d(5))
+    modified = (lagani_net.ModifiedBatchNorm1d(5) if dims == 2 else lagani_net.ModifiedBatchNorm2d(5))
     plain = torch.nn.BatchNorm1d(5) if dims == 2 else torch.nn.BatchNorm2d(5)
     x = torch.randn(shape) * torch.arange(1.0, 6.0).view(1, -1, *[1] * (dims - 2))
     for mode in ("train", "eval"):
@@ -139,11 +153,11 @@ def test_hebbian_epoch_selection_keeps_the_best_epoch(data, monkeypatch):
     scores = iter([20.0, 60.0, 40.0])
     kept = []
 
-    def score(net, means, images, device):
+    def score(net, means, images):
         kept.append(copy.deepcopy(net.blocks[0].layer.weight))
         return next(scores)
 
-    monkeypatch.setattr(lagani, "class_mean_accuracy", score)
+    monkeypatch.setattr(lagani_pretrain, "class_mean_accuracy", score)
     net = pretrain("hpca", data.train, PretrainConfig(epochs=3, batch_size=50), width=WIDTH, val=data.test,
                    progress=False)
     assert len(kept) == 3 and torch.equal(net.blocks[0].layer.weight, kept[1])
@@ -205,7 +219,7 @@ def test_vae_pretraining_lowers_the_reconstruction_loss(data):
     losses = []
     for _ in range(30):
         optimizer.zero_grad()
-        loss = lagani.vae_loss(x, *vae(x))
+        loss = lagani_net.vae_loss(x, *vae(x))
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
@@ -217,7 +231,7 @@ def test_vae_loss_is_the_references_mse_plus_half_kl():
     x, rec, mean, log_var = torch.randn(4, 3, 2, 2), torch.randn(4, 3, 2, 2), torch.randn(4, 5), torch.randn(4, 5)
     kl = sum(0.5 * (m.square() + lv.exp() - 1 - lv).sum() for m, lv in zip(mean, log_var)) / 4
     expected = ((rec - x) ** 2).mean() + 0.5 * kl
-    assert lagani.vae_loss(x, rec, mean, log_var).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert lagani_net.vae_loss(x, rec, mean, log_var).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_vae_decoder_unpools_where_the_encoder_pooled():
@@ -244,11 +258,11 @@ def test_learning_rate_schedule_halves_from_epoch_ten():
 
 def test_augment_flips_and_crops_each_image_independently():
     x = torch.arange(6 * 2 * 7 * 7, dtype=torch.float32).view(6, 2, 7, 7)
-    out = lagani.augment(x, torch.Generator().manual_seed(0))
+    out = augment(x, torch.Generator().manual_seed(0))
     assert out.shape == x.shape
-    again = lagani.augment(x, torch.Generator().manual_seed(0))
+    again = augment(x, torch.Generator().manual_seed(0))
     assert torch.equal(out, again)
-    pad = lagani.CROP_PADDING
+    pad = CROP_PADDING
     views = []
     for image, augmented in zip(x, out):  # each output is one crop of the padded image or of its mirror
         matches = [(flip, i, j) for flip in (False, True) for i in range(2 * pad + 1) for j in range(2 * pad + 1)
@@ -278,7 +292,7 @@ def test_end_to_end_finetuning_learns_and_is_deterministic(data):
     assert states_equal(classifier, again)
     assert not torch.equal(classifier.blocks[0].layer.weight, net.blocks[0].layer.weight)  # end to end
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    assert lagani.evaluate(classifier, data.train) > 40  # chance is 10 %
+    assert evaluate(classifier, data.train) > 40  # chance is 10 %
     assert [h["epoch"] for h in history] == list(range(1, 7)) and "val_accuracy" in history[0]
 
 
@@ -288,23 +302,23 @@ def test_frozen_finetuning_trains_only_the_head_and_matches_train_head(data):
     classifier, history = finetune(net, 3, data.train, config, seed=2, val=data.test, progress=False)
     for mine, theirs in zip(classifier.blocks, net.blocks):
         assert states_equal(mine, theirs)
-    (_, features), = layer_features(net, data.test, (3,))
+    (_, features), = block_features(net, data.test, (3,))
     with torch.no_grad():
         direct = classifier(data.test.float()).argmax(1)
     assert torch.equal(direct, classifier.head(features).argmax(1))
     best = max(h["val_accuracy"] for h in history)  # the best epoch's head is returned
-    assert best == pytest.approx(lagani.evaluate(classifier, data.test), abs=1e-9)
+    assert best == pytest.approx(evaluate(classifier, data.test), abs=1e-9)
 
 
 def test_finetuning_keeps_the_best_validation_epoch(data, monkeypatch):
     scores = iter([30.0, 70.0, 50.0])
     states = []
 
-    def evaluate(model, images, device):
+    def evaluate(model, images):
         states.append(copy.deepcopy(model.state_dict()))
         return next(scores)
 
-    monkeypatch.setattr(lagani, "evaluate", evaluate)
+    monkeypatch.setattr(lagani_finetune, "evaluate", evaluate)
     config = FinetuneConfig(epochs=3, batch_size=50, lr=1e-2, decay_from=2)
     classifier, history = finetune(LaganiNet(width=WIDTH), 1, data.train, config, val=data.test, progress=False)
     assert [h["val_accuracy"] for h in history] == [30.0, 70.0, 50.0]
@@ -314,7 +328,7 @@ def test_finetuning_keeps_the_best_validation_epoch(data, monkeypatch):
 
 def test_layer_features_yield_each_requested_layer(data):
     net = LaganiNet(width=WIDTH).eval()
-    got = dict(layer_features(net, data.test, (2, 4), batch_size=7))
+    got = dict(block_features(net, data.test, (2, 4), batch_size=7))
     with torch.no_grad():
         x = data.test.float()
         assert torch.allclose(got[2], net.features(x, 2), atol=1e-5)
@@ -385,7 +399,7 @@ def test_table1_layout_with_paper_values_beside():
     assert table[("L3", "n")].loc[(1.0, "hpca")] == 3
     assert table[("L3", "paper")].loc[(1.0, "hpca")] == 41.88
     assert table[("L1", "ci95")].loc[(5.0, "vae")] == pytest.approx(confidence_interval([41, 42, 43])[1])
-    best = reproduce.best_per_regime(table)
+    best = best_per_regime(table)
     assert best.loc[1.0].tolist() == ["hpca", "L3", pytest.approx(45.0), 41.88]
     text = format_table(table)
     assert text.loc["1% HPCA", "L3"] == f"45.00 ± {confidence_interval([44, 45, 46])[1]:.2f} (paper 41.88 ± 0.53)"
@@ -403,18 +417,21 @@ def test_paper_table_is_complete():
 
 def test_experiment_end_to_end_writes_every_output(data, tmp_path):
     results = run_experiment(TINY, data=data, out=tmp_path / "out", cache=tmp_path / "cache", progress=False)
-    assert len(results) == 2 * 2 * 2 and set(results["method"]) == {"hpca", "vae"}
-    assert results["val_accuracy"].between(0, 100).all() and "test_accuracy" in results
-    assert len(results.loc[0, "history"]) == TINY.finetune.epochs
+    records = results.records
+    assert len(records) == 2 * 2 * 2 and set(records["method"]) == {"hpca", "vae"}
+    assert records["val_accuracy"].between(0, 100).all() and "test_accuracy" in records
+    assert len(records.loc[0, "history"]) == TINY.finetune.epochs
     table = write_outputs(results, tmp_path / "out")
     assert table.shape == (4, 2 * 5)
-    for name in ("results.jsonl", "table1.csv", "table1.md", "convergence.csv", "convergence_all.csv",
-                 "table1_heatmap.png", "convergence.png"):
+    for name in ("results.sqlite", "table1.csv", "table1.md", "convergence_all.csv", "table1_heatmap.png",
+                 "convergence.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
-    hebbian = pd.read_csv(tmp_path / "out" / "convergence.csv")
+    hebbian = results.curves
     assert set(hebbian["layer"]) == set(TINY.layers) and set(hebbian["method"]) == {"hpca"}
-    pd.testing.assert_frame_equal(results.attrs["hebbian_convergence"], hebbian)
-    curves = reproduce.convergence_data(results)
+    with ResultStore(tmp_path / "out") as store:
+        assert len(store.records()) == 8
+        pd.testing.assert_frame_equal(store.curves(records.loc[0, "settings"]), hebbian)
+    curves = convergence_data(records, hebbian)
     assert set(curves["curve"]) == {"sgd", "hebbian"} and set(curves[curves["curve"] == "sgd"]["regime"]) == {20.0, 50.0}
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
 
@@ -423,7 +440,7 @@ def test_interrupted_run_resumes_without_recomputing_and_gives_the_same_table(da
     preset = replace(TINY, probe_val=0)  # every finetune call is one (method, regime, layer) entry
     reference = run_experiment(preset, data=data, out=tmp_path / "ref", cache=None, progress=False)
     calls = []
-    original = lagani.finetune
+    original = experiment.finetune
 
     def interrupted(*args, **kwargs):
         if len(calls) == 5:
@@ -431,15 +448,16 @@ def test_interrupted_run_resumes_without_recomputing_and_gives_the_same_table(da
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(lagani, "finetune", interrupted)
+    monkeypatch.setattr(experiment, "finetune", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(preset, data=data, out=tmp_path / "run", cache=tmp_path / "cache", progress=False)
-    assert len((tmp_path / "run" / "results.jsonl").read_text().splitlines()) == 5
+    with ResultStore(tmp_path / "run") as store:
+        assert len(store.records()) == 5
     calls.clear()
-    monkeypatch.setattr(lagani, "finetune", lambda *a, **k: (calls.append(1), original(*a, **k))[1])
+    monkeypatch.setattr(experiment, "finetune", lambda *a, **k: (calls.append(1), original(*a, **k))[1])
     resumed = run_experiment(preset, data=data, out=tmp_path / "run", cache=tmp_path / "cache", progress=False)
     assert len(calls) == 3  # only the unfinished entries
-    pd.testing.assert_frame_equal(table1(resumed), table1(reference))
+    pd.testing.assert_frame_equal(table1(resumed.records), table1(reference.records))
     calls.clear()
     run_experiment(preset, data=data, out=tmp_path / "run", cache=tmp_path / "cache", progress=False)
     assert calls == []
@@ -447,11 +465,11 @@ def test_interrupted_run_resumes_without_recomputing_and_gives_the_same_table(da
 
 def test_same_seed_gives_identical_numbers_and_other_seeds_differ(data, tmp_path):
     preset = replace(TINY, methods=("softwta",), probe_val=0)
-    first = run_experiment(preset, data=data, cache=None, progress=False)
-    second = run_experiment(preset, data=data, cache=None, progress=False)
+    first = run_experiment(preset, data=data, cache=None, progress=False).records
+    second = run_experiment(preset, data=data, cache=None, progress=False).records
     assert first["val_accuracy"].tolist() == second["val_accuracy"].tolist()
     assert first["history"].tolist() == second["history"].tolist()
-    both = run_experiment(preset, data=data, seeds=2, cache=None, progress=False)
+    both = run_experiment(preset, data=data, seeds=2, cache=None, progress=False).records
     assert both[both["seed"] == 0]["val_accuracy"].tolist() == first["val_accuracy"].tolist()
     assert both[both["seed"] == 1]["history"].tolist() != first["history"].tolist()
 
@@ -467,7 +485,7 @@ def test_random_network_has_standardised_features(data):
 
 def test_supervised_and_random_baselines(data):
     preset = replace(TINY, methods=("random", "supervised"), regimes=(50.0,), layers=(1,), probe_val=0)
-    results = run_experiment(preset, data=data, cache=None, progress=False).set_index("method")
+    results = run_experiment(preset, data=data, cache=None, progress=False).records.set_index("method")
     assert len(results) == 2 and results["val_accuracy"].between(0, 100).all()
 
 
@@ -483,43 +501,43 @@ def test_cli_runs_the_smoke_preset(tmp_path, capsys):
 
 
 def test_per_seed_splits_are_reproducible_shuffled_and_nested(data):
-    train, val = reproduce.split(data, 0)
-    again, _ = reproduce.split(data, 0)
-    other, _ = reproduce.split(data, 1)
+    train, val = split(data.train, 0)
+    again, _ = split(data.train, 0)
+    other, _ = split(data.train, 1)
     assert len(train) == 160 and len(val) == 40
     assert torch.equal(train.images, again.images) and not torch.equal(train.images, other.images)
     assert not torch.equal(train.images, data.train.images[:160])  # shuffled, not the first images
     pooled = {bytes(image.numpy()) for image in train.images} | {bytes(image.numpy()) for image in val.images}
     assert len(pooled) == len({bytes(image.numpy()) for image in data.train.images})  # a partition
-    counts = [reproduce.labelled_count(r, len(train)) for r in (1, 5, 10, 100)]
+    counts = [experiment.labelled_count(r, len(train)) for r in (1, 5, 10, 100)]
     assert counts == [2, 8, 16, 160]  # the labelled sets are the pool's first images, so they nest
 
 
 def test_cifar10_split_keeps_the_protocol_sizes():
     full = synthetic_cifar10(50_000, 10, seed=0)
-    train, val = reproduce.split(full, 3)
+    train, val = split(full.train, 3)
     assert (len(train), len(val)) == (40_000, 10_000)
 
 
 def test_the_100_percent_regime_runs_at_smoke_scale(data):
     preset = replace(PRESETS["smoke"], layers=(1,), probe_val=0)
-    results = run_experiment(preset, data=data, regimes=(100,), cache=None, progress=False)
+    results = run_experiment(preset, data=data, regimes=(100,), cache=None, progress=False).records
     assert set(results["method"]) == set(PRESETS["smoke"].methods)
     assert (results["num_labelled"] == 160).all() and results["val_accuracy"].between(0, 100).all()
 
 
 def test_repeated_cli_values_are_run_once(data):
     results = run_experiment(TINY, data=data, methods=("hpca", "hpca"), regimes=(50, 50), layers=(1, 1),
-                             cache=None, progress=False)
+                             cache=None, progress=False).records
     assert len(results) == 1
 
 
 def test_scratch_differences_subtract_the_supervised_cell():
     rows = [{"method": m, "regime": 10.0, "layer": l, "seed": 0, "val_accuracy": v}
             for m, l, v in (("hpca", 1, 50.0), ("hpca", 3, 60.0), ("supervised", 1, 52.5), ("supervised", 3, 55.0))]
-    diff = reproduce.scratch_differences(table1(pd.DataFrame(rows)))
+    diff = scratch_differences(table1(pd.DataFrame(rows)))
     assert diff.loc["10% HPCA"].tolist() == ["-2.50", "+5.00"] and list(diff.index) == ["10% HPCA"]
-    assert reproduce.scratch_differences(table1(pd.DataFrame(rows[:2]))).empty
+    assert scratch_differences(table1(pd.DataFrame(rows[:2]))).empty
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -530,7 +548,7 @@ def test_every_preset_runs_the_100_percent_regime_at_smoke_scale(data, name):
     small = replace(preset, width=WIDTH, layers=(1,), probe_val=0, seeds=1,
                     pretrain=replace(preset.pretrain, epochs=0.2, vae_epochs=0.2),
                     finetune=replace(preset.finetune, epochs=2, decay_from=1, min_steps=0))
-    results = run_experiment(small, data=data, regimes=(100,), cache=None, progress=False)
+    results = run_experiment(small, data=data, regimes=(100,), cache=None, progress=False).records
     assert sorted(results["method"]) == sorted(preset.methods)
     assert (results["num_labelled"] == 160).all() and results["val_accuracy"].between(0, 100).all()
 
@@ -548,7 +566,7 @@ def test_too_few_images_are_an_error_not_a_table(tmp_path, capsys):
 def test_claim_verdicts_compare_best_layers_per_regime():
     cells = {("hpca", 1): 40.0, ("hpca", 3): 44.0, ("softwta", 1): 45.0, ("vae", 2): 30.0, ("supervised", 3): 46.0}
     rows = [{"method": m, "regime": 1.0, "layer": l, "seed": 0, "val_accuracy": v} for (m, l), v in cells.items()]
-    verdicts = reproduce.claim_verdicts(pd.DataFrame(rows)).set_index("claim")
+    verdicts = claim_verdicts(pd.DataFrame(rows)).set_index("claim")
     assert verdicts.loc["Hebbian beats VAE", ["ours", "against", "holds"]].tolist() == [45.0, 30.0, "yes"]
     assert verdicts.loc["Hebbian beats training from scratch", "holds"] == "no"
     assert verdicts.loc["HPCA beats soft-WTA", ["ours", "against", "holds"]].tolist() == [44.0, 45.0, "no"]
