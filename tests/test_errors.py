@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hebbkit.cli import main
-from hebbkit.data import ImageSet, check_split, load_npz, synthetic_cifar10
+from hebbkit.data import ImageSet, check_split, load_npz, synthetic_images
 from hebbkit.utils import resolve_device
 
 
@@ -61,8 +61,9 @@ def _pickled(folder: Path) -> Path:
     return folder / "objects.npz"
 
 
-def _small_images(folder: Path) -> Path:
-    return _good(folder / "mnist_sized.npz", size=28)
+def _two_channels(folder: Path) -> Path:
+    np.savez(folder / "two_channels.npz", x_train=np.zeros((20, 32, 32, 2), np.uint8), y_train=np.arange(20) % 10)
+    return folder / "two_channels.npz"
 
 
 BAD_FILES = {
@@ -73,7 +74,7 @@ BAD_FILES = {
     "renamed .npy": (_renamed_npy, "holds a single .npy array, not an npz archive"),
     "text": (_text, "is not an npz archive"),
     "pickled objects": (_pickled, "holds Python objects, which hebbkit never unpickles"),
-    "28x28 images": (_small_images, r"x_train must have shape (N, 32, 32, 3)"),
+    "two channels": (_two_channels, "x_train must have shape (N, H, W, C) with C = 1 or 3 (HWC)"),
 }
 
 
@@ -96,7 +97,7 @@ def test_no_file_is_unpickled(tmp_path, monkeypatch):
         load_npz(_pickled(tmp_path))
 
 
-@pytest.mark.parametrize("case", ["truncated", "renamed .npy", "28x28 images"])
+@pytest.mark.parametrize("case", ["truncated", "renamed .npy", "two channels"])
 def test_the_command_line_reports_a_bad_npz_in_one_line(tmp_path, capsys, case):
     make, message = BAD_FILES[case]
     path = make(tmp_path)
@@ -109,22 +110,23 @@ def test_the_command_line_reports_a_bad_npz_in_one_line(tmp_path, capsys, case):
 
 
 def test_too_few_images_for_the_split_are_named():
-    three = synthetic_cifar10(3, 0).train
+    three = synthetic_images(3, 0).train
     with pytest.raises(ValueError, match="too few images: the 2 training images hold 2 of the 10 classes"):
         check_split(three.subset(slice(0, 2)), three.subset(slice(2, None)))
-    data = synthetic_cifar10(200, 0, seed=1).train
+    data = synthetic_images(200, 0, seed=1).train
     with pytest.raises(ValueError, match="too few images: 5 validation images"):
         check_split(data, data.subset(slice(0, 5)))
     check_split(data, data.subset(slice(0, 10)))  # enough: no error
 
 
-def test_images_of_the_wrong_size_are_named():
-    small = synthetic_cifar10(50, 0, size=28).train
-    with pytest.raises(ValueError, match=r"the training images must be 3×32×32 \(CIFAR-10\), got \(3, 28, 28\)"):
-        check_split(small, small)
-    grey = ImageSet(torch.zeros(20, 1, 32, 32, dtype=torch.uint8), torch.arange(20) % 10)
-    with pytest.raises(ValueError, match="must be 3×32×32"):
-        check_split(grey, grey)
+def test_training_and_validation_images_of_different_shapes_are_named():
+    small, large = synthetic_images(50, 0, size=28).train, synthetic_images(50, 0).train
+    with pytest.raises(ValueError, match=r"the training images are \(3, 28, 28\) \(C, H, W\) but the validation "
+                                         r"images are \(3, 32, 32\)"):
+        check_split(small, large)
+    grey = ImageSet(torch.zeros(20, 1, 32, 32, dtype=torch.uint8), torch.arange(20) % 10, tuple("0123456789"),
+                    (0.0,), (1.0,))
+    check_split(grey, grey)  # one channel, any size: accepted
 
 
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="MPS is available here")
