@@ -99,8 +99,9 @@ def latest_results(folder: str | Path):
             raise ValueError(f"no results in {folder / STORE_FILE}; run `hebbkit reproduce --out {folder}` first")
         settings = records[-1]["settings"]
         latest = pd.DataFrame([r for r in records if r["settings"] == settings])
-        dataset = latest["dataset"].iloc[0] if "dataset" in latest else "CIFAR-10"
-        return Results(latest, store.curves(settings), dataset, cifar10=dataset == "CIFAR-10")
+        if "dataset" not in latest:  # records from before hebbkit knew other datasets
+            latest = latest.assign(dataset="CIFAR-10", cifar10=True)
+        return Results(latest, store.curves(settings), latest["dataset"].iloc[0], bool(latest["cifar10"].iloc[0]))
 
 
 def table1_vs_paper_figure(results):

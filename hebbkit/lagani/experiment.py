@@ -215,7 +215,7 @@ def run_experiment(
                         record = finetune_cell(net, method, seed, regime, layer, train, val, data.test, chosen,
                                                progress)
                         store.put({**record, "settings": key, "preset": chosen.name, "dataset": data.name,
-                                   "worker": store.owner})
+                                   "cifar10": is_cifar10(data), "worker": store.owner})
                 finally:
                     store.release(unit)
         wanted = {(m, r, l, s) for m in chosen.methods for r in chosen.regimes for l in chosen.layers
