@@ -1,7 +1,7 @@
 """Miconi's multi-layer Hebbian CNN (Miconi 2021, "Hebbian learning with gradients").
 
 Three Hebbian convolutions (5×5→100, 3×3→196, 3×3→400 channels), each followed by 2×2 average pooling,
-on whole-image ZCA-whitened RGB input. In every layer:
+on whole-image ZCA-whitened input of any channel count (RGB for CIFAR-10). In every layer:
 
 1. the input is standardised per image (mean 0, std 1 over channels and positions);
 2. responses ``y = conv(x, W)`` (no padding, no bias) minus adaptive thresholds ``θ`` give ``z = y − θ``;
@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from . import rules
-from .rules import unit_norm_
-from .utils import check_choice, check_positive
+from .. import rules
+from ..rules import unit_norm_
+from ..utils import check_choice, check_positive
 
 RULES = ("hebb", "instar", "oja")
 INTERVENTIONS = ("none", "sparse-plasticity", "pruning", "both")
@@ -177,6 +177,31 @@ def apply_zca(images: Tensor, zca: Tensor) -> Tensor:
     return (standardize(images.flatten(1)) @ zca).view_as(images)
 
 
+def feature_sizes(config: NetConfig, height: int, width: int) -> list[tuple[int, int]]:
+    """Every layer's pooled output size (H, W) for images of ``height × width`` pixels; a ``ValueError``
+    naming the image size and the smallest one that fits when an image is too small for the network."""
+    need = 1  # the smallest side each layer's pooled output may have, from the top down
+    for spec in reversed(config.layers):
+        need = config.pool * need + spec.kernel - 1
+    sizes, size = [], (height, width)
+    for index, spec in enumerate(config.layers):
+        problem, layer = None, f"layer {index + 1}'s"
+        if min(size) < spec.kernel:
+            problem = f"{layer} input is {size[0]}×{size[1]}, smaller than its {spec.kernel}×{spec.kernel} kernel"
+        else:
+            size = (size[0] - spec.kernel + 1, size[1] - spec.kernel + 1)
+            if min(size) < config.pool:
+                problem = f"{layer} output is {size[0]}×{size[1]}, smaller than the {config.pool}×{config.pool} pooling"
+        if problem:
+            raise ValueError(
+                f"images of {height}×{width} pixels are too small for this network ({problem}); it needs at least "
+                f"{need}×{need}"
+            )
+        size = (size[0] // config.pool, size[1] // config.pool)
+        sizes.append(size)
+    return sizes
+
+
 def winners(z: Tensor, k: int, binary: bool = True) -> Tensor:
     """k-WTA across channels of ``z = y − θ``: the ``k`` largest win where positive. Binary (1 for a
     winner) or graded (the winner's ``z``)."""
@@ -288,7 +313,9 @@ class MiconiNet(nn.Module):
         self.zca = fit_zca(images, self.config.zca_eps).to(self.layers[0].weight.device)
 
     def whiten(self, images: Tensor) -> Tensor:
-        """Float images (N, C, H, W) → network input (ZCA-whitened if fitted, standardised otherwise)."""
+        """Float images (N, C, H, W) → network input (ZCA-whitened if fitted, standardised otherwise); images
+        too small for the network are a ``ValueError`` (see :func:`feature_sizes`)."""
+        feature_sizes(self.config, *images.shape[-2:])
         if self.zca is None:
             return standardize(images)
         if images[0].numel() != self.zca.shape[0]:
@@ -298,22 +325,12 @@ class MiconiNet(nn.Module):
     def layer_step(self, index: int, x: Tensor) -> LayerState:
         """Run layer ``index`` on its input; ``y`` keeps its autograd graph to the weight."""
         layer, config = self.layers[index], self.config
-        if min(x.shape[-2:]) < layer.spec.kernel:
-            raise ValueError(
-                f"layer {index + 1}'s input is {tuple(x.shape[-2:])}, smaller than its {layer.spec.kernel}×"
-                f"{layer.spec.kernel} kernel: the images are too small for this network"
-            )
         x = standardize(x)
         y = F.conv2d(x, layer.weight)
         with torch.no_grad():
             z = y.detach() - layer.threshold.view(1, -1, 1, 1)
             r = winners(z, layer.spec.k, config.binary)
             output = dense_output(z) if config.dense else r
-            if min(output.shape[-2:]) < config.pool:
-                raise ValueError(
-                    f"layer {index + 1}'s output is {tuple(output.shape[-2:])}, smaller than the {config.pool}×{config.pool} "
-                    f"pooling: the images are too small for this network"
-                )
             pooled = F.avg_pool2d(output, config.pool)
         return LayerState(x, y, z, r, output, pooled)
 
@@ -381,7 +398,7 @@ def train_network(
     images = as_float_images(images)
     if net.zca is None:
         raise RuntimeError("fit the ZCA whitening first: net.fit_zca(images)")
-    device = net.zca.device
+    device = net.layers[0].weight.device
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = make_optimizer(net)
     history: list[list[float]] = []

@@ -1,9 +1,10 @@
 """The ``layers`` experiment: what each layer of Miconi's Hebbian CNN learns, with and without interventions.
 
-For each intervention: fit the whole-image ZCA once, train the network on unlabelled images, calibrate
+For each intervention: train the network on unlabelled images (whitened by one ZCA fitted once), calibrate
 the thresholds of an untrained copy (same initial weights and masks: the random-weights baseline), then per
-layer fit a ridge readout on training images and score it on held-out images (the last training images,
-never used to fit), and measure response sparsity and the pixel-space pictures of the units.
+layer fit a ridge readout on training images and score it on held-out images (the back of
+:func:`hebbkit.data.split`'s validation part, never used to fit), and measure response sparsity and the
+pixel-space pictures of the units. Any image dataset works: channels and class count come from the data.
 
 ``hebbkit layers --preset quick --intervention all --data PATH --out DIR`` writes ``layers.csv``,
 ``layers.md``, ``run.json`` and filter grids ``layers_<intervention>_layer<l>.png`` (layer 1: the filters;
@@ -17,26 +18,37 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 import torch
 
+from ..data import Dataset, ImageSet, load_data, split
+from ..utils import (
+    atomic_path,
+    check_output_dir,
+    lookup,
+    resolve_device,
+    seed_everything,
+    to_markdown,
+    write_text_atomic,
+)
 from . import probe
-from .data import CIFAR10, ImageSet, load_cifar10
-from .miconi import (
+from .net import (
     INTERVENTIONS,
     MICONI_LAYERS,
-    RULES,
     LayerSpec,
     MiconiNet,
     NetConfig,
     TrainConfig,
+    as_float_images,
     check_intervention,
     check_keep,
+    feature_sizes,
+    fit_zca,
     train_network,
     with_intervention,
 )
-from .utils import atomic_path, lookup, resolve_device, seed_everything, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -64,21 +76,35 @@ PRESETS = {
 }
 
 
-def check_preset(name: str | Preset) -> Preset:
-    """The preset called ``name`` (a ``Preset`` passes through)."""
-    return lookup("preset", name, PRESETS)
+def get_preset(preset: str | Preset) -> Preset:
+    """A preset by name (``smoke``, ``quick``, ``full``), or the given one."""
+    return lookup("preset", preset, PRESETS)
 
 
-def split_images(train: ImageSet, preset: Preset) -> tuple[ImageSet, ImageSet, ImageSet]:
-    """(hebbian, fit, score): Hebbian and readout-fitting images from the front of the training set, scored
-    images from its back (for CIFAR-10's 50,000: the protocol's validation split). Fit ∩ score = ∅."""
+class RunImages(NamedTuple):
+    """The images of one run: Hebbian training (its front also fits the ZCA), readout fitting, scoring."""
+
+    hebbian: ImageSet
+    fit: ImageSet
+    score: ImageSet
+
+
+def select_images(train: ImageSet, preset: Preset) -> RunImages:
+    """Hebbian and readout-fitting images from the front of :func:`hebbkit.data.split`'s pool (in order; the
+    ZCA is fitted on the first ``zca_images`` Hebbian ones), scored images from the back of its validation
+    part (for CIFAR-10's 50,000: the last ``score_images``)."""
+    pool, val = split(train, seed=None)
     need_front = max(preset.hebbian_images, preset.fit_images, preset.zca_images)
-    if need_front + preset.score_images > len(train):
+    if need_front > len(pool) or preset.score_images > len(val):
         raise ValueError(
-            f"preset {preset.name!r} needs {need_front} + {preset.score_images} training images, got {len(train)}"
+            f"preset {preset.name!r} needs {need_front} training and {preset.score_images} validation images, but "
+            f"the {len(train)} images split into {len(pool)} and {len(val)}"
         )
-    score = train.subset(slice(len(train) - preset.score_images, None))
-    return train.subset(slice(0, preset.hebbian_images)), train.subset(slice(0, preset.fit_images)), score
+    return RunImages(
+        pool.subset(slice(0, preset.hebbian_images)),
+        pool.subset(slice(0, preset.fit_images)),
+        val.subset(slice(len(val) - preset.score_images, None)),
+    )
 
 
 def _image_stats(net: MiconiNet, probe_images: torch.Tensor, n_top: int) -> tuple[list[dict], list[torch.Tensor]]:
@@ -92,31 +118,28 @@ def _image_stats(net: MiconiNet, probe_images: torch.Tensor, n_top: int) -> tupl
 
 
 def run_intervention(
-    data: CIFAR10,
+    images: RunImages,
     intervention: str,
     preset: Preset,
+    zca: torch.Tensor,
+    device: torch.device,
     base: NetConfig = NetConfig(),
     keep: float = 0.01,
     seed: int = 0,
-    device: str = "auto",
-    zca: torch.Tensor | None = None,
     progress: bool = True,
 ) -> dict:
-    """Train, calibrate the random baseline, decode and measure one intervention.
+    """Train, calibrate the random baseline, decode and measure one intervention on ``device``, with the
+    whitening matrix ``zca`` fitted on the front of the Hebbian images.
 
     Returns ``{"rows": [per-layer dicts], "net": trained, "random": baseline, "pictures": per layer,
     "history": firing-rate deviations per batch, "train_seconds": float}``.
     """
     config = with_intervention(base, intervention, keep)
-    hebbian, fit, score = split_images(data.train, preset)
-    device = resolve_device(device)
+    hebbian, fit, score = images
     seed_everything(seed)
-    nets = {name: MiconiNet(config, seed=seed).to(device) for name in ("hebbian", "random")}
+    nets = {name: MiconiNet(config, hebbian.images.shape[1], seed).to(device) for name in ("hebbian", "random")}
     for net in nets.values():
-        if zca is None:
-            net.fit_zca(hebbian.images[: preset.zca_images].float().div(255))
-            zca = net.zca
-        net.zca = zca.to(device)
+        net.zca = zca
     train = TrainConfig(preset.epochs, preset.batch_size, preset.warmup_batches, seed=seed)
     start = time.perf_counter()
     history = train_network(nets["hebbian"], hebbian.images, train, progress=progress)
@@ -183,38 +206,45 @@ TABLE_COLUMNS = {
     "feature_frequency": "feature frequency (c/px)",
     "feature_sparseness": "feature sparseness",
 }
+PERCENT_COLUMNS = ("accuracy", "random_accuracy")
 
 
 def markdown_table(table: pd.DataFrame) -> str:
     """The per-layer table as GitHub Markdown (accuracies in %, three decimals elsewhere)."""
-    shown = table[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS)
-    lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
-    for _, row in shown.iterrows():
-        cells = []
-        for column, value in row.items():
-            if column in ("accuracy", "random weights"):
-                cells.append(f"{100 * value:.1f} %")
-            elif isinstance(value, float):
-                cells.append(f"{value:.3f}")
-            else:
-                cells.append(str(value))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    shown = table[list(TABLE_COLUMNS)].astype(object)
+    for column in TABLE_COLUMNS:
+        if column in PERCENT_COLUMNS:
+            shown[column] = table[column].map(lambda value: f"{100 * value:.1f} %")
+        elif pd.api.types.is_float_dtype(table[column]):
+            shown[column] = table[column].map(lambda value: f"{value:.3f}")
+    return to_markdown(shown.rename(columns=TABLE_COLUMNS), index=False)
 
 
 def save_decoding_plot(table: pd.DataFrame, path: str | Path) -> None:
     """Held-out accuracy against layer (:func:`hebbkit.viz.decoding_figure`), written as a PNG."""
     import matplotlib.pyplot as plt
 
-    from .viz import decoding_figure, save_figure
+    from ..viz import decoding_figure, save_figure
 
     figure = decoding_figure(table)
     save_figure(figure, Path(path).parent, Path(path).name, dpi=100)
     plt.close(figure)
 
 
+def _write_outputs(out: Path, table: pd.DataFrame, results: dict[str, dict], meta: dict) -> None:
+    with atomic_path(out / "layers.csv") as temp:
+        table.to_csv(temp, index=False, float_format="%.4f")
+    write_text_atomic(out / "layers.md", markdown_table(table))
+    write_text_atomic(out / "run.json", json.dumps(meta, indent=2) + "\n")
+    for name, result in results.items():
+        probe.save_picture_grid(probe.weight_pictures(result["net"]), out / f"layers_{name}_layer1.png")
+        for index, pictures in enumerate(result["pictures"][1:], start=2):
+            probe.save_picture_grid(pictures, out / f"layers_{name}_layer{index}.png")
+    save_decoding_plot(table, out / "layers_decoding.png")
+
+
 def run_layers(
-    data: CIFAR10,
+    data: Dataset,
     preset: str | Preset = "quick",
     interventions: tuple[str, ...] = INTERVENTIONS,
     rule: str = "instar",
@@ -222,51 +252,49 @@ def run_layers(
     layers: tuple[LayerSpec, ...] = MICONI_LAYERS,
     keep: float = 0.01,
     seed: int = 0,
-    device: str = "auto",
+    device: str | torch.device = "auto",
     out: str | Path | None = None,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, dict[str, dict]]:
-    """Run every intervention; return the per-layer table and each run's result (see ``run_intervention``).
+    """Run every intervention on ``data.train``; return the per-layer table and each run's result (see
+    ``run_intervention``).
 
-    ``k`` winners in every layer; ``keep``: pruning's kept fraction; ``layers``: the architecture.
+    ``k`` winners in every layer; ``keep``: pruning's kept fraction; ``layers``: the architecture. Every
+    argument, the image size and ``out`` are checked before any training.
 
     With ``out``, writes ``layers.csv``, ``layers.md``, ``run.json`` and the PNG figures there (atomically).
     """
-    spec = check_preset(preset)
+    spec = get_preset(preset)
     for name in interventions:
         check_intervention(name)
     check_keep(keep)
     base = NetConfig(layers=tuple(replace(layer, k=k) for layer in layers), rule=rule)
-    start = time.perf_counter()
-    results, zca = {}, None
-    for name in interventions:
-        results[name] = run_intervention(data, name, spec, base, keep, seed, device, zca, progress)
-        zca = results[name]["net"].zca
-    table = pd.DataFrame([row for result in results.values() for row in result["rows"]])
-    seconds = time.perf_counter() - start
+    feature_sizes(base, *data.train.shape[1:])
+    device = resolve_device(device)
     if out is not None:
-        out = Path(out)
-        with atomic_path(out / "layers.csv") as temp:
-            table.to_csv(temp, index=False, float_format="%.4f")
-        write_text_atomic(out / "layers.md", markdown_table(table))
+        out = check_output_dir("--out", out)
+    images = select_images(data.train, spec)
+    start = time.perf_counter()
+    zca = fit_zca(as_float_images(images.hebbian.images[: spec.zca_images]), base.zca_eps).to(device)
+    results = {
+        name: run_intervention(images, name, spec, zca, device, base, keep, seed, progress) for name in interventions
+    }
+    table = pd.DataFrame([row for result in results.values() for row in result["rows"]])
+    if out is not None:
         meta = {
             "preset": asdict(spec),
+            "data": data.name,
+            "image_shape": list(data.train.shape),
             "interventions": list(interventions),
             "rule": rule,
             "k": k,
             "keep": keep,
             "seed": seed,
             "learning_rates": [layer.lr for layer in base.layers],
-            "wall_seconds": round(seconds, 1),
+            "wall_seconds": round(time.perf_counter() - start, 1),
             "torch_threads": torch.get_num_threads(),
         }
-        write_text_atomic(out / "run.json", json.dumps(meta, indent=2) + "\n")
-        for name, result in results.items():
-            net = result["net"]
-            probe.save_picture_grid(probe.weight_pictures(net), out / f"layers_{name}_layer1.png")
-            for index, pictures in enumerate(result["pictures"][1:], start=2):
-                probe.save_picture_grid(pictures, out / f"layers_{name}_layer{index}.png")
-        save_decoding_plot(table, out / "layers_decoding.png")
+        _write_outputs(out, table, results, meta)
     return table, results
 
 
@@ -275,7 +303,8 @@ def run_layers(
 
 def _run(args: argparse.Namespace) -> int:
     interventions = INTERVENTIONS if args.intervention == "all" else (check_intervention(args.intervention),)
-    data = load_cifar10(args.data)
+    check_output_dir("--out", args.out)
+    data = load_data(args.data)
     start = time.perf_counter()
     table, _ = run_layers(
         data, args.preset, interventions, args.rule, args.k, keep=args.keep, seed=args.seed, device=args.device, out=args.out

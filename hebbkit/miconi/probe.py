@@ -21,10 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .miconi import MiconiNet, as_float_images, standardize
-from .utils import atomic_path
-
-NUM_CLASSES = 10
+from ..utils import atomic_path
+from .net import MiconiNet, as_float_images, standardize
 
 # ------------------------------------------------------------------------------------------ features
 
@@ -96,7 +94,7 @@ def fit_ridge(
     val_fraction: float = 0.2,
     seed: int = 0,
 ) -> Readout:
-    """Ridge readout onto one-hot labels, fit on these images only.
+    """Ridge readout onto one-hot labels (one column per class ``0..labels.max()``), fit on these images only.
 
     Features are standardised with their own mean and std. The penalty ``alpha = λ·n`` (``λ`` from
     ``penalties``) is chosen by accuracy on a seeded held-out ``val_fraction`` of the fitting images, then
@@ -111,7 +109,7 @@ def fit_ridge(
     x = features.double()
     mean, std = x.mean(0), x.std(0).clamp(min=1e-8)
     x = (x - mean) / std
-    targets = F.one_hot(labels, NUM_CLASSES).double()
+    targets = F.one_hot(labels).double()
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     num_val = max(1, round(val_fraction * len(x)))
     val, inner = order[:num_val], order[num_val:]
@@ -259,7 +257,8 @@ def response_sparsity(net: MiconiNet, images: Tensor, batch_size: int = 250) -> 
 
 def picture_grid(pictures: Tensor, max_units: int = 100, scale: int | None = None) -> Tensor:
     """The first ``max_units`` pictures (K, C, R, R) tiled into one RGB image (3, H, W) in [0, 1], each
-    scaled around grey (0 → 0.5) by its own largest magnitude; ``plt.imshow(grid.permute(1, 2, 0))``."""
+    scaled around grey (0 → 0.5) by its own largest magnitude, shown in grey (the channels' mean) unless
+    C = 3; ``plt.imshow(grid.permute(1, 2, 0))``."""
     from torchvision.utils import make_grid
 
     pictures = pictures[:max_units].detach().cpu().float()
