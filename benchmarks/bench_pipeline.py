@@ -22,7 +22,7 @@ import time
 import torch
 
 from hebbkit import lagani
-from hebbkit.data import synthetic_cifar10
+from hebbkit.data import synthetic_images
 from hebbkit.lagani import FinetuneConfig, PretrainConfig
 from hebbkit.loops import block_features, evaluate, place
 from hebbkit.utils import resolve_device
@@ -43,7 +43,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    images = synthetic_cifar10(args.images, 0, seed=0).train
+    images = synthetic_images(args.images, 0, seed=0).train
     n = len(images)
     print(f"device {device}, {torch.get_num_threads()} threads, {n} images, full width")
     rates: dict[str, float] = {}

@@ -79,10 +79,9 @@ class ImageSet:
 
     images: Tensor
     labels: Tensor
-    # transition defaults (CIFAR-10's): removed when the callers move (issue 11)
-    classes: tuple[str, ...] = CIFAR10_CLASSES
-    mean: tuple[float, ...] = CIFAR10_MEAN
-    std: tuple[float, ...] = CIFAR10_STD
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     exact: Tensor | None = None
 
     def __len__(self) -> int:
@@ -598,17 +597,3 @@ def synthetic_images(
 
     train, test = make(num_train), make(num_test)
     return _dataset("synthetic", train, test, tuple(str(k) for k in range(num_classes)))
-
-
-# transition aliases: removed when the callers move (issue 11)
-CIFAR10 = Dataset
-CLASSES, MEAN, STD, IMAGE_SIZE = CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, 32
-NUM_TRAIN = PROTOCOL_IMAGES - NUM_VAL
-
-
-def load_cifar10(path: str | Path | None = None, root: str | Path | None = None, download: bool = True) -> Dataset:
-    return load_data(path, root, download)
-
-
-def synthetic_cifar10(num_train: int = 500, num_test: int = 100, size: int = 32, seed: int = 0) -> Dataset:
-    return synthetic_images(num_train, num_test, 3, size, 10, seed)

@@ -65,9 +65,9 @@ def _filter_images(data: str | Path | None):
 
 @functools.lru_cache(maxsize=2)
 def _load_filter_images(source: str | Path | None):
-    from .data import load_cifar10
+    from .data import load_data
 
-    return load_cifar10(source).train.subset(slice(0, FILTER_IMAGES))
+    return load_data(source).train.subset(slice(0, FILTER_IMAGES))
 
 
 def _conv_filters(root: Path, data: str | Path | None):

@@ -35,7 +35,7 @@ DEFAULT_NOTEBOOKS = Path("notebooks")
 IGNORE_MARKERS = ("NBVAL_IGNORE_OUTPUT", "NBVAL_SKIP")
 IGNORE_TAGS = ("nbval-ignore-output", "nbval-skip")
 WIDGET_MIME = ("application/vnd.jupyter.widget-view+json", "application/vnd.jupyter.widget-state+json")
-DATA_MARKER = "load_cifar10("  # a notebook whose source calls it needs CIFAR-10
+DATA_MARKER = "load_data("  # a notebook whose source calls it needs image data (CIFAR-10 by default)
 
 
 def _kernel_manager_class() -> type:
@@ -89,7 +89,7 @@ def clean(nb):
 
 
 def needs_data(path: str | Path) -> bool:
-    """Whether the notebook at ``path`` trains on CIFAR-10 (its source calls ``load_cifar10``)."""
+    """Whether the notebook at ``path`` trains on CIFAR-10 (its source calls ``load_data``)."""
     return DATA_MARKER in Path(path).read_text()
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hebbkit.data import synthetic_cifar10
+from hebbkit.data import synthetic_images
 from hebbkit.lagani import FinetuneConfig, PretrainConfig, finetune, pretrain
 from hebbkit.lagani import run_experiment
 from hebbkit.loops import evaluate
@@ -39,7 +39,7 @@ def test_cuda_without_a_gpu_is_a_clear_error():
 
 @pytest.fixture(scope="module")
 def data():
-    return synthetic_cifar10(200, 30, seed=0)
+    return synthetic_images(200, 30, seed=0)
 
 
 @needs_cuda

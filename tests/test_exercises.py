@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from hebbkit import exercises
-from hebbkit.data import synthetic_cifar10
+from hebbkit.data import synthetic_images
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = ("00_overview", "01_rules_and_losses", "02_single_neuron", "03_conv_filters", "04_semi_supervised_pipeline",
@@ -58,7 +58,7 @@ EXERCISES = coding_exercises()
 def namespace() -> dict:
     """What the exercise cells use from their notebook's setup: small synthetic images stand in for CIFAR-10."""
     return {"torch": torch, "dataclass": dataclass, "pd": pd, "exercises": exercises,
-            "images": synthetic_cifar10(200, 10).train.float()}
+            "images": synthetic_images(200, 10).train.float()}
 
 
 def test_every_notebook_has_coding_exercises() -> None:

@@ -12,7 +12,7 @@ from scipy import stats
 
 from hebbkit import lagani, rules
 from hebbkit.cli import main
-from hebbkit.data import split, synthetic_cifar10
+from hebbkit.data import split, synthetic_images
 from hebbkit.lagani import (
     PRESETS,
     Classifier,
@@ -47,7 +47,7 @@ TINY = replace(PRESETS["smoke"], methods=("hpca", "vae"), regimes=(20.0, 50.0), 
 
 @pytest.fixture(scope="module")
 def data():
-    return synthetic_cifar10(200, 30, seed=0)
+    return synthetic_images(200, 30, seed=0)
 
 
 @pytest.fixture(autouse=True)
@@ -490,7 +490,7 @@ def test_supervised_and_random_baselines(data):
 
 
 def test_cli_runs_the_smoke_preset(tmp_path, capsys):
-    synthetic = synthetic_cifar10(150, 20, seed=1)
+    synthetic = synthetic_images(150, 20, seed=1)
     path = tmp_path / "tiny.npz"
     np.savez(path, x_train=synthetic.train.images.permute(0, 2, 3, 1).numpy(), y_train=synthetic.train.labels.numpy())
     code = main(["reproduce", "--preset", "smoke", "--methods", "hpca", "--regimes", "50", "--layers", "1",
@@ -514,7 +514,7 @@ def test_per_seed_splits_are_reproducible_shuffled_and_nested(data):
 
 
 def test_cifar10_split_keeps_the_protocol_sizes():
-    full = synthetic_cifar10(50_000, 10, seed=0)
+    full = synthetic_images(50_000, 10, seed=0)
     train, val = split(full.train, 3)
     assert (len(train), len(val)) == (40_000, 10_000)
 
@@ -554,7 +554,7 @@ def test_every_preset_runs_the_100_percent_regime_at_smoke_scale(data, name):
 
 
 def test_too_few_images_are_an_error_not_a_table(tmp_path, capsys):
-    tiny = synthetic_cifar10(3, 1, seed=0)
+    tiny = synthetic_images(3, 1, seed=0)
     path = tmp_path / "three.npz"
     np.savez(path, x_train=tiny.train.images.permute(0, 2, 3, 1).numpy(), y_train=tiny.train.labels.numpy())
     assert main(["reproduce", "--preset", "smoke", "--data", str(path), "--out", str(tmp_path / "out"),

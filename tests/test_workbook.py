@@ -12,7 +12,7 @@ from nbformat.v4 import new_code_cell, new_notebook, new_output
 
 from hebbkit import demos, viz, workbook
 from hebbkit.cli import main
-from hebbkit.data import ENV_VAR, synthetic_cifar10
+from hebbkit.data import ENV_VAR, synthetic_images
 from hebbkit.rules import HPCA, Competitive, Hebb, Oja
 from hebbkit.utils import expect_close
 
@@ -52,7 +52,7 @@ def test_notebooks_that_need_missing_data_are_skipped_with_the_fix(tmp_path, cap
     folder, out = tmp_path / "notebooks", tmp_path / "out"
     folder.mkdir()
     nbformat.write(_notebook("print('no data needed')"), folder / "02_single_neuron.ipynb")
-    nbformat.write(_notebook("from hebbkit.data import load_cifar10\ndata = load_cifar10()"), folder / "03_conv_filters.ipynb")
+    nbformat.write(_notebook("from hebbkit.data import load_data\ndata = load_data()"), folder / "03_conv_filters.ipynb")
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "absent.npz"))
     assert workbook.run_workbook(quick=True, out=out, notebooks=folder, only=["02", "03"]).keys() == {"02_single_neuron"}
     printed = capsys.readouterr().out
@@ -68,7 +68,7 @@ def test_store_outputs_keeps_figures_as_png_and_drops_widgets(tmp_path, capsys, 
     figure = "import matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(2, 2))\n_ = ax.plot([0, 1])"
     widget = "# NBVAL_IGNORE_OUTPUT\nimport ipywidgets\nipywidgets.IntSlider()"
     nbformat.write(_notebook(figure, widget), folder / "00_overview.ipynb")
-    nbformat.write(_notebook("from hebbkit.data import load_cifar10\nload_cifar10()"), folder / "03_conv_filters.ipynb")
+    nbformat.write(_notebook("from hebbkit.data import load_data\nload_data()"), folder / "03_conv_filters.ipynb")
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "absent.npz"))
     assert main(["workbook", "--store-outputs", "--notebooks", str(folder), "--only", "00", "03"]) == 0
     stored = nbformat.read(folder / "00_overview.ipynb", as_version=4)
@@ -187,7 +187,7 @@ def test_sliders_update_on_release_on_a_log_scale() -> None:
 
 
 def test_a_hebbian_conv_layer_with_hpca_finds_the_leading_patch_component() -> None:
-    images = synthetic_cifar10(64, 0, size=12, seed=5).train.float()
+    images = synthetic_images(64, 0, size=12, seed=5).train.float()
     filters = demos.train_conv_filters(images, HPCA("identity"), channels=1, kernel_size=3, lr=0.03, epochs=4, batch_size=8)
     components = demos.patch_principal_components(images, kernel_size=3, count=1)
     assert filters.shape == components.shape == (1, 3, 3, 3)
@@ -196,7 +196,7 @@ def test_a_hebbian_conv_layer_with_hpca_finds_the_leading_patch_component() -> N
 
 
 def test_unit_norm_filters_stay_unit_norm_and_draw() -> None:
-    images = synthetic_cifar10(16, 0, size=10, seed=6).train.float()
+    images = synthetic_images(16, 0, size=10, seed=6).train.float()
     filters = demos.train_conv_filters(images, Competitive("soft", temperature=0.1), channels=6, unit_norm=True, batch_size=4)
     assert torch.allclose(filters.flatten(1).norm(dim=1), torch.ones(6), atol=1e-5)
     assert len(viz.filters_row_figure({"a": filters, "b": -filters}, columns=3).axes) == 2
