@@ -26,7 +26,7 @@ DATA_HELP = ("the images: an npz file (x_train, y_train[, x_test, y_test]; or a 
 
 
 def _info(args: argparse.Namespace) -> int:
-    """Versions, the device and where CIFAR-10 would come from."""
+    """Versions, the device and where the images would come from."""
     import torch
     import torchvision
 
@@ -36,7 +36,7 @@ def _info(args: argparse.Namespace) -> int:
 
     print(f"hebbkit {__version__}; torch {torch.__version__}; torchvision {torchvision.__version__}")
     print(f"device (auto): {resolve_device('auto')}; CPU threads: {torch.get_num_threads()}")
-    print(f"CIFAR-10: {describe_source(args.data)}")
+    print(f"images: {describe_source(args.data)}")
     return 0
 
 
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     info = commands.add_parser(
         "info", help="versions, the device and the CIFAR-10 source hebbkit would use",
-        description="Print the versions, the device `--device auto` picks, and where CIFAR-10 would come from.",
+        description="Print the versions, the device `--device auto` picks, and where the images (CIFAR-10 by default) would come from.",
     )
     info.add_argument("--data", type=Path, help=DATA_HELP)
     info.set_defaults(handler=_info)

@@ -9,12 +9,15 @@ use ``demos.check_exercise``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import Tensor
 
 from . import demos, rules
+
+if TYPE_CHECKING:
+    import pandas as pd
 from .layers import HebbianLinear
 
 

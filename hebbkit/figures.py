@@ -259,7 +259,11 @@ def build(figure: Figure, root: str | Path = ".", out: str | Path = "figures", d
 
 def run_command(args: argparse.Namespace) -> int:
     """``hebbkit figures`` (its arguments: see ``hebbkit.cli``): redraw what is stale or missing, or check."""
+    from .utils import check_output_dir
+
     chosen = select(args.only)
+    if not args.check:
+        check_output_dir("--out", args.out)  # before anything is drawn
     problems = 0
     for figure in chosen:
         state = status(figure, ".", args.out, args.data)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from .data import ENV_VAR, FIX, unavailable_reason
-from .utils import atomic_path
+from .utils import atomic_path, check_output_dir
 
 NOTEBOOKS = (
     "00_overview",
@@ -140,18 +140,18 @@ def run_workbook(
     ``figures`` defaults to ``out/figures``. A notebook that needs CIFAR-10 where none can be had is skipped
     with a line saying why. Raises ``RuntimeError`` naming the failed notebooks (after running all the others).
     """
+    out = check_output_dir("--out", out)  # before anything runs
+    figures = check_output_dir("--figures", out / "figures" if figures is None else figures)
     import papermill
     from nbclient.exceptions import DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
-    notebooks, out = Path(notebooks), Path(out)
-    figures = out / "figures" if figures is None else Path(figures)
+    notebooks = Path(notebooks)
     names = _sources(notebooks, only)
     _absolute_data_path()
     parameters: dict = {"QUICK": quick, "FIGURES": str(figures.resolve())}
     if data is not None:
         parameters["DATA"] = str(Path(data).resolve())
-    out.mkdir(parents=True, exist_ok=True)
     mode = "quick" if quick else "full"
     print(f"workbook ({mode}): {len(names)} notebooks -> {out}/, figures -> {figures}/", flush=True)
     times, skipped, failed = {}, [], []

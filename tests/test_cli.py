@@ -82,7 +82,7 @@ def test_info_names_the_data_source(tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "cifar10.npz"))
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
-    assert f"CIFAR-10: npz file {tmp_path / 'cifar10.npz'} (from ${ENV_VAR}) — no such file" in out
+    assert f"images: npz file {tmp_path / 'cifar10.npz'} (from ${ENV_VAR}) — no such file" in out
     assert "device (auto): " in out
 
 

@@ -148,7 +148,7 @@ def test_the_command_line_refuses_unavailable_devices_in_one_line(tmp_path, caps
     path = _good(tmp_path / "data.npz")
     code = main(["reproduce", "--preset", "smoke", "--device", device, "--data", str(path), "--out", str(tmp_path)])
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith(f"hebbkit reproduce: error: device") and err.count("\n") == 1
+    assert code == 2 and err.startswith("hebbkit reproduce: error: device") and err.count("\n") == 1
     assert "not available here" in err or "must be 'auto'" in err
 
 

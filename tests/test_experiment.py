@@ -7,7 +7,6 @@ import sys
 import textwrap
 import warnings
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,6 +153,16 @@ def test_a_read_only_output_folder_fails_before_any_work(tmp_path, capsys, monke
     monkeypatch.setattr(experiment, "load_data", lambda *a, **k: pytest.fail("data read before the paths"))
     assert main(["reproduce", "--preset", "smoke", "--out", str(locked), "--cache", "none"]) == 2
     assert "cannot be written" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["workbook", "figures"])
+def test_workbook_and_figures_check_their_output_folder_first(tmp_path, capsys, command):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main([command, "--out", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    assert f"hebbkit {command}: error: --out must be a folder, but {blocker} is a file" in err
+    assert blocker.read_text() == "not a folder"
 
 
 # --------------------------------------------------------------------------- networks from the data

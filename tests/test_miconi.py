@@ -16,7 +16,6 @@ from hebbkit.data import ImageSet, synthetic_images
 from hebbkit.miconi import experiment
 from hebbkit.miconi.experiment import PRESETS, Preset, get_preset, run_layers, select_images
 from hebbkit.miconi.net import (
-    MICONI_LAYERS,
     LayerSpec,
     MiconiNet,
     NetConfig,

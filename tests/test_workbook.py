@@ -37,7 +37,8 @@ def test_batch_injects_parameters_writes_outputs_and_reports_failures(tmp_path, 
     assert any("quick True" in output.get("text", "") for cell in executed.cells for output in cell.get("outputs", []))
     assert (folder / "made.txt").read_text() == str((out / "figures").resolve())  # ran in its own folder; figures in out
     assert (out / "01_rules_and_losses.failed.ipynb").is_file()
-    assert sorted(path.name for path in out.iterdir()) == ["00_overview.ipynb", "01_rules_and_losses.failed.ipynb"]
+    assert sorted(path.name for path in out.iterdir()) == ["00_overview.ipynb", "01_rules_and_losses.failed.ipynb",
+                                                         "figures"]  # checked (so made) before any run
     printed = capsys.readouterr().out
     assert "[1/2] 00_overview ...\n[1/2] 00_overview: ok in" in printed
     assert "[2/2] 01_rules_and_losses: FAILED" in printed and "broken on purpose" in printed
@@ -45,7 +46,7 @@ def test_batch_injects_parameters_writes_outputs_and_reports_failures(tmp_path, 
 
     nbformat.write(_notebook("print('fixed')"), folder / "01_rules_and_losses.ipynb")
     workbook.run_workbook(quick=True, out=out, notebooks=folder, only=["01"])
-    assert sorted(path.name for path in out.iterdir()) == ["00_overview.ipynb", "01_rules_and_losses.ipynb"]
+    assert sorted(path.name for path in out.iterdir()) == ["00_overview.ipynb", "01_rules_and_losses.ipynb", "figures"]
 
 
 def test_notebooks_that_need_missing_data_are_skipped_with_the_fix(tmp_path, capsys, monkeypatch) -> None:
@@ -59,7 +60,7 @@ def test_notebooks_that_need_missing_data_are_skipped_with_the_fix(tmp_path, cap
     assert (f"[2/2] 03_conv_filters: skipped: no usable CIFAR-10: no npz file at {tmp_path / 'absent.npz'}; to run it, "
             f"set {ENV_VAR}=PATH to a CIFAR-10 npz file, or pass --data PATH\n") in printed
     assert "workbook (quick): 1 ran, 1 skipped, 0 failed, in " in printed and "(skipped: 03_conv_filters)" in printed
-    assert sorted(path.name for path in out.iterdir()) == ["02_single_neuron.ipynb"]
+    assert sorted(path.name for path in out.iterdir()) == ["02_single_neuron.ipynb", "figures"]
 
 
 def test_store_outputs_keeps_figures_as_png_and_drops_widgets(tmp_path, capsys, monkeypatch) -> None:

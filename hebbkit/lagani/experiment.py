@@ -136,6 +136,25 @@ class Results:
     cifar10: bool
 
 
+@dataclass(frozen=True)
+class Cell:
+    """One entry of the grid: a method's network of one seed, fine-tuned on ``regime`` % labels from ``layer``."""
+
+    method: str
+    seed: int
+    regime: float
+    layer: int
+
+
+@dataclass(frozen=True)
+class Split:
+    """One seed's images: the pool (pre-training; each labelled set is its first images), validation, test."""
+
+    pool: ImageSet
+    val: ImageSet
+    test: ImageSet | None
+
+
 def settings_hash(*parts) -> str:
     """A short stable hash of dataclasses / JSON-able values."""
     plain = [asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts]
@@ -199,21 +218,19 @@ def run_experiment(
     key = results_key(chosen, data)
     with ResultStore(out) as store:
         for seed in range(chosen.seeds):
-            train, val = split(data.train, seed)
+            images = Split(*split(data.train, seed), data.test)
             for method in chosen.methods:
                 done = store.done(key)
-                todo = [(regime, layer) for layer in chosen.layers for regime in chosen.regimes
+                todo = [Cell(method, seed, regime, layer) for layer in chosen.layers for regime in chosen.regimes
                         if (method, regime, layer, seed) not in done]
                 unit = f"{method}/seed{seed}/{key}"
                 if not todo or not store.claim(unit):
                     continue  # finished, or another process works on it
                 try:
-                    net, rows = pretrained(method, train, val, chosen, seed, cache=cache, device=device,
-                                           progress=progress)
+                    net, rows = pretrained(method, seed, images, chosen, cache=cache, device=device, progress=progress)
                     store.put_curves(key, rows)
-                    for regime, layer in todo:
-                        record = finetune_cell(net, method, seed, regime, layer, train, val, data.test, chosen,
-                                               progress)
+                    for cell in todo:
+                        record = finetune_cell(net, cell, images, chosen, progress)
                         store.put({**record, "settings": key, "preset": chosen.name, "dataset": data.name,
                                    "cifar10": is_cifar10(data), "worker": store.owner})
                 finally:
@@ -243,14 +260,15 @@ def _choose(base: Preset, methods, regimes, layers, seeds) -> Preset:
     )
 
 
-def pretrained(method: str, train: ImageSet, val: ImageSet, preset: Preset, seed: int, *, cache: Path | None,
+def pretrained(method: str, seed: int, images: Split, preset: Preset, *, cache: Path | None,
                device: torch.device, progress: bool | None) -> tuple[LaganiNet, list[dict]]:
     """The pre-trained network of (method, seed) and its Hebbian convergence rows, from ``cache`` when a
     usable copy is there (a damaged one is named in a :class:`CacheWarning` and recomputed)."""
+    train, val = images.pool, images.val
     probe = None
     if preset.probe_val and make_method(method).net.hebbian:  # the Hebbian methods' networks
-        probe = (train.subset(slice(0, labelled_count(preset.probe_regime, len(train)))),
-                 val.subset(slice(0, preset.probe_val)))
+        probe = ConvergenceProbe(method, seed, train.subset(slice(0, labelled_count(preset.probe_regime, len(train)))),
+                                 val.subset(slice(0, preset.probe_val)), preset, device)
     key = settings_hash(method, seed, preset.pretrain, preset.width, fingerprint(train), fingerprint(val),
                         None if probe is None else [preset.probe_regime, preset.probe_val, preset.probe_statistics,
                                                     preset.probe_head],
@@ -261,13 +279,10 @@ def pretrained(method: str, train: ImageSet, val: ImageSet, preset: Preset, seed
     if cached is not None:
         net, rows = cached
         return place(net, device).eval(), rows
-    rows: list[dict] = []
-    checkpoint = None if probe is None else _probe_checkpoint(method, seed, probe, preset, device, rows)
     start = time.perf_counter()
     net = pretrain(method, train, preset.pretrain, seed=seed, width=preset.width, val=val, device=device,
-                   progress=progress, checkpoint=checkpoint)
-    for row in rows:
-        row["pretrain_seconds"] = time.perf_counter() - start
+                   progress=progress, checkpoint=probe)
+    rows = [] if probe is None else [{**row, "pretrain_seconds": time.perf_counter() - start} for row in probe.rows]
     if path is not None:
         with atomic_path(path) as temp:
             torch.save({"state": net.state_dict(), "convergence": rows}, temp)
@@ -294,29 +309,36 @@ def load_cached(path: Path, net: LaganiNet) -> tuple[LaganiNet, list[dict]] | No
     return None
 
 
-def _probe_checkpoint(method, seed, probe, preset, device, rows):
-    labelled, val = probe
-    layers = tuple(sorted(preset.layers))
+class ConvergenceProbe:
+    """A pre-training checkpoint (:data:`~.pretraining.Checkpoint`) that measures how far the Hebbian blocks
+    have come: BN statistics set on the first ``probe_statistics`` labelled images, then per layer a linear
+    head trained on the fixed features of ``labelled`` and scored on ``val``; one row per call and layer."""
 
-    def checkpoint(net: LaganiNet, epochs: float) -> None:
+    def __init__(self, method: str, seed: int, labelled: ImageSet, val: ImageSet, preset: Preset,
+                 device: torch.device) -> None:
+        self.method, self.seed, self.labelled, self.val = method, seed, labelled, val
+        self.preset, self.device = preset, device
+        self.rows: list[dict] = []
+
+    def __call__(self, net: LaganiNet, epochs: float) -> None:
+        preset, labelled, val = self.preset, self.labelled, self.val
+        layers = tuple(sorted(preset.layers))
         settle_statistics(net, labelled.subset(slice(0, preset.probe_statistics)))
-        train_stream = block_features(net, labelled, layers)
-        val_stream = block_features(net, val, layers)
-        for (layer, train_x), (_, val_x) in zip(train_stream, val_stream):
-            head, _ = train_head(train_x, labelled.labels, net.num_classes, preset.probe_head, seed=seed,
-                                 device=device, progress=False)
-            rows.append({"curve": "hebbian", "method": method, "seed": seed, "layer": layer, "epoch": epochs,
-                         "regime": preset.probe_regime, "val_accuracy": accuracy(head, val_x, val.labels)})
-
-    return checkpoint
+        for (layer, train_x), (_, val_x) in zip(block_features(net, labelled, layers), block_features(net, val, layers)):
+            head, _ = train_head(train_x, labelled.labels, net.num_classes, preset.probe_head, seed=self.seed,
+                                 device=self.device, progress=False)
+            self.rows.append({"curve": "hebbian", "method": self.method, "seed": self.seed, "layer": layer,
+                              "epoch": epochs, "regime": preset.probe_regime,
+                              "val_accuracy": accuracy(head, val_x, val.labels)})
 
 
-def finetune_cell(net: LaganiNet, method: str, seed: int, regime: float, layer: int, train: ImageSet,
-                  val: ImageSet, test: ImageSet | None, preset: Preset, progress: bool | None) -> dict:
-    """One cell's record: fine-tune layer ``layer`` on the first ``regime`` % of the pool, keep the best epoch on
+def finetune_cell(net: LaganiNet, cell: Cell, images: Split, preset: Preset, progress: bool | None) -> dict:
+    """One cell's record: fine-tune the cell's layer on the first ``regime`` % of the pool, keep the best epoch on
     ``select_val`` validation images, score validation (primary) and test images (all and pixel-exact ones).
     Only the classifier learns for a method that does not train its trunk, and for a pre-trained one under a
     frozen preset (``supervised`` always trains end to end)."""
+    method, seed, regime, layer = cell.method, cell.seed, cell.regime, cell.layer
+    train, val, test = images.pool, images.val, images.test
     spec = make_method(method)
     frozen = not spec.trains_trunk or (preset.finetune.frozen and spec.pretrain is not None)
     labelled = train.subset(slice(0, labelled_count(regime, len(train))))

@@ -1,8 +1,8 @@
 """Pre-training methods: the registry (``METHODS``), Hebbian pre-training and the VAE's.
 
 To add a method, write its pre-training function (the signature of :func:`pretrain_hebbian` after its keyword
-``make_rule``/``fan_in_step``, or of :func:`pretrain_vae`) and register one :class:`Method` in ``METHODS``; a
-new Hebbian rule only needs a ``make_rule`` (see ``hebbkit.rules``).
+``rule_for``/``fan_in_step``, or of :func:`pretrain_vae`) and register one :class:`Method` in ``METHODS``; a
+new Hebbian rule only needs a ``rule_for`` (see ``hebbkit.rules``).
 
 * ``hpca``, ``softwta``: Hebbian pre-training of all five blocks together (:func:`pretrain_hebbian`), HPCA
   with ``f = ReLU`` and Lagani's :class:`~hebbkit.rules.SoftWTA`; a Hebbian class-mean classifier on block 5
@@ -155,7 +155,7 @@ def pretrain_hebbian(
     images: ImageSet,
     config: PretrainConfig,
     *,
-    make_rule: Callable[[PretrainConfig], Rule],
+    rule_for: Callable[[PretrainConfig], Rule],
     fan_in_step: bool,
     val: ImageSet | None,
     generator: torch.Generator,
@@ -166,12 +166,12 @@ def pretrain_hebbian(
     """Train all blocks together, as the reference does: every batch runs through the whole network in
     training mode (batch statistics in BN) and each plastic layer learns from the output of the block below.
 
-    ``make_rule(config)`` gives the rule. SGD step ``lr`` on each layer's ΔW, divided by √fan-in where
+    ``rule_for(config)`` gives the rule. SGD step ``lr`` on each layer's ΔW, divided by √fan-in where
     ``fan_in_step`` (HPCA). A class-mean classifier on block 5 learns alongside from the labels (the rule
     :func:`~hebbkit.rules.weighted_instar` with one-hot responsibilities, the reference's supervised Hebbian
     ``fc6``); with ``val`` and more than one epoch, the epoch whose classifier scores best on ``val`` is kept.
     """
-    rule = make_rule(config)
+    rule = rule_for(config)
     layers = [block.layer for block in net.blocks]
     groups = []
     for layer in layers:
@@ -268,9 +268,9 @@ def _vae_validation_loss(vae: VAE, images: ImageSet, beta: float) -> float:
 
 METHODS: dict[str, Method] = {
     "hpca": Method("hpca", "HPCA", NetSpec(hebbian=True),
-                   functools.partial(pretrain_hebbian, make_rule=lambda config: HPCA("relu"), fan_in_step=True)),
+                   functools.partial(pretrain_hebbian, rule_for=lambda config: HPCA("relu"), fan_in_step=True)),
     "softwta": Method("softwta", "softWTA", NetSpec(hebbian=True, project=True, whiten=True),
-                      functools.partial(pretrain_hebbian, make_rule=lambda config: SoftWTA(config.temperature),
+                      functools.partial(pretrain_hebbian, rule_for=lambda config: SoftWTA(config.temperature),
                                         fan_in_step=False)),
     "vae": Method("vae", "VAE", NetSpec(), pretrain_vae),
     "supervised": Method("supervised", "supervised", NetSpec(), None),
