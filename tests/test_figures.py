@@ -79,7 +79,7 @@ def test_unknown_figures_and_missing_inputs_are_named(tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown figure.*nothing.png"):
         figures.select(["nothing.png"])
     (table,) = figures.select(["table1_heatmap.png"])
-    with pytest.raises(FileNotFoundError, match="table1_heatmap.png is drawn from .*results.jsonl, which does not exist"):
+    with pytest.raises(FileNotFoundError, match="table1_heatmap.png is drawn from .*results.sqlite, which does not exist"):
         figures.digest(table, tmp_path)
 
 
@@ -88,3 +88,24 @@ def test_the_filter_picture_is_left_unchecked_without_cifar10(tmp_path, monkeypa
     (conv,) = figures.select(["conv_filters.png"])
     state = figures.status(conv, ROOT, FOLDER)
     assert state == f"unchecked: needs CIFAR-10 (no npz file at {tmp_path / 'absent.npz'})"
+
+
+def test_the_prose_quotes_the_committed_quick_run():
+    """README.md and notebook 05's verdicts quote results/quick: a rerun that moves them fails here until the text
+    moves with the numbers."""
+    import nbformat
+
+    from hebbkit.lagani import claim_verdicts
+
+    results = figures.latest_results(figures.QUICK_RESULTS)
+    verdicts = claim_verdicts(results.records).set_index(["claim", "regime"])
+    vae = verdicts.loc["Hebbian beats VAE"]
+    quoted = (" / ".join(f"{v:.1f}" for v in vae["ours"]) + " against " + " / ".join(f"{v:.1f}" for v in vae["against"]))
+    readme = " ".join(Path("README.md").read_text().split())  # line breaks count as spaces
+    notebook = nbformat.read("notebooks/05_results_table.ipynb", as_version=4)
+    verdict_cell = " ".join(next(c.source for c in notebook.cells
+                                 if c.source.startswith("### Verdicts on the paper's claims")).split())
+    assert quoted in readme and quoted in verdict_cell.replace(" % against ", " against ").replace(" %", "")
+    scratch = verdicts.loc["Hebbian beats training from scratch"]
+    margins = ", ".join(f"{d:+.1f}".replace("-", "−") for d in scratch["ours"] - scratch["against"])
+    assert margins in verdict_cell, f"notebook 05 should quote the margins over scratch {margins}"
