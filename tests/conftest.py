@@ -26,3 +26,14 @@ def cifar_npz() -> Path:
     if not path.is_file():
         pytest.skip(f"no real CIFAR-10 npz at {path}: set {ENV_VAR}=PATH to run this test")
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one CPU thread for the test, so that training numbers do not depend on the core count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

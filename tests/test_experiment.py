@@ -22,17 +22,12 @@ WIDTH = 0.125
 SMALL = replace(PRESETS["smoke"], methods=("hpca", "supervised"), regimes=(50.0,), layers=(1, 2), probe_val=0)
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # identical numbers whatever the machine's core count
+
+
 @pytest.fixture(scope="module")
 def data():
     return synthetic_images(200, 30, seed=0)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------------------------- shared store

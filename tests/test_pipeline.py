@@ -45,17 +45,12 @@ WIDTH = 0.125
 TINY = replace(PRESETS["smoke"], methods=("hpca", "vae"), regimes=(20.0, 50.0), layers=(1, 2), probe_val=20)
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # identical numbers whatever the machine's core count
+
+
 @pytest.fixture(scope="module")
 def data():
     return synthetic_images(200, 30, seed=0)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # identical numbers whatever the machine's core count
-    yield
-    torch.set_num_threads(threads)
 
 
 def states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
