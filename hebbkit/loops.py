@@ -48,12 +48,17 @@ def batches(images: ImageSet, batch_size: int, device: torch.device,
         yield as_input(part.float(device)), part.labels.to(device)
 
 
+def random_flip(x: Tensor, generator: torch.Generator) -> Tensor:
+    """Each image of ``x`` (N, C, H, W) flipped left to right with probability 1/2."""
+    flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+
+
 def augment(x: Tensor, generator: torch.Generator) -> Tensor:
-    """Flip each image horizontally with probability 1/2, then crop it back to its size at a random offset
-    from its ``CROP_PADDING``-pixel reflect padding (the usual CIFAR-10 augmentation)."""
+    """:func:`random_flip`, then crop each image back to its size at a random offset from its
+    ``CROP_PADDING``-pixel reflect padding (the usual CIFAR-10 augmentation)."""
     n, channels, height, width = x.shape
-    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
-    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+    x = random_flip(x, generator)
     padded = F.pad(x, (CROP_PADDING,) * 4, mode="reflect")
     dy, dx = torch.randint(0, 2 * CROP_PADDING + 1, (2, n, 1), generator=generator)
     rows = (dy + torch.arange(height)).to(x.device)[:, None, :, None]

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .. import rules
+from ..loops import random_flip
 from ..rules import unit_norm_
 from ..utils import check_choice, check_positive
 
@@ -409,8 +410,7 @@ def train_network(
         for start in range(0, len(images), config.batch_size):
             batch = images[order[start : start + config.batch_size]]
             if config.flip:
-                flip = torch.rand(len(batch), generator=generator) < 0.5
-                batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
+                batch = random_flip(batch, generator)
             learning = plastic and len(history) >= config.warmup_batches
             history.append(learn_batch(net, optimizer, batch.to(device), learning))
             bar.update()
