@@ -7,7 +7,6 @@ import random
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-import json
 from typing import Collection, Iterator, Mapping, TypeVar
 
 import numpy as np
@@ -164,18 +163,3 @@ def to_markdown(table, index: bool = True) -> str:
         cells = ([str(label)] if index else []) + [str(v) for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def read_records(path: str | Path) -> list[dict]:
-    """The JSON records of a JSON-lines file (empty if it does not exist)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def append_record(path: str | Path, record: dict) -> None:
-    """Append one JSON record to a JSON-lines file atomically (rewrite to a temp file, then rename)."""
-    path = Path(path)
-    old = path.read_text() if path.exists() else ""
-    write_text_atomic(path, old + json.dumps(record, sort_keys=True) + "\n")
