@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import itertools
 import json
 import sys
 import time
@@ -84,6 +85,10 @@ class Preset:
                 check_positive(name, getattr(self, name), integer=True)
         if not (self.methods and self.regimes and self.layers):
             raise ValueError("methods, regimes and layers must each name at least one entry")
+
+    def grid(self) -> set[tuple[str, float, int, int]]:
+        """Every (method, regime, layer, seed) cell the preset runs."""
+        return set(itertools.product(self.methods, self.regimes, self.layers, range(self.seeds)))
 
 
 ALL_METHODS = ("hpca", "softwta", "vae", "supervised")
@@ -215,7 +220,7 @@ def run_experiment(
     cache = None if cache is None else check_output_dir("cache", cache)
     device = resolve_device(device)
     data = data if isinstance(data, Dataset) else load_data(data)
-    key = results_key(chosen, data)
+    key, cifar10 = results_key(chosen, data), is_cifar10(data)
     with ResultStore(out) as store:
         for seed in range(chosen.seeds):
             images = Split(*split(data.train, seed), data.test)
@@ -232,13 +237,12 @@ def run_experiment(
                     for cell in todo:
                         record = finetune_cell(net, cell, images, chosen, progress)
                         store.put({**record, "settings": key, "preset": chosen.name, "dataset": data.name,
-                                   "cifar10": is_cifar10(data), "worker": store.owner})
+                                   "cifar10": cifar10, "worker": store.owner})
                 finally:
                     store.release(unit)
-        wanted = {(m, r, l, s) for m in chosen.methods for r in chosen.regimes for l in chosen.layers
-                  for s in range(chosen.seeds)}
+        wanted = chosen.grid()
         records = [r for r in store.records(key) if (r["method"], r["regime"], r["layer"], r["seed"]) in wanted]
-        return Results(pd.DataFrame(records), store.curves(key), data.name, is_cifar10(data))
+        return Results(pd.DataFrame(records), store.curves(key), data.name, cifar10)
 
 
 def results_key(preset: Preset, data: Dataset) -> str:
@@ -368,7 +372,7 @@ def _percent(hits: torch.Tensor) -> float:
 
 def run_command(args: argparse.Namespace) -> int:
     """``hebbkit reproduce``: every output path is checked before the data are read or anything is trained."""
-    preset = get_preset(args.preset)
+    preset = _choose(get_preset(args.preset), args.methods, args.regimes, args.layers, args.seeds)
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"threads must be >= 1, got {args.threads}")
@@ -377,12 +381,9 @@ def run_command(args: argparse.Namespace) -> int:
     figures = None if args.figures is None else check_output_dir("--figures", args.figures)
     cache = None if args.cache == "none" else check_output_dir("--cache", args.cache)
     start = time.perf_counter()
-    results = run_experiment(
-        preset, data=args.data, methods=args.methods, regimes=args.regimes, layers=args.layers, seeds=args.seeds,
-        out=out, cache=cache, device=args.device, progress=False if args.no_progress else None,
-    )
-    chosen = _choose(preset, args.methods, args.regimes, args.layers, args.seeds)
-    cells = len(chosen.methods) * len(chosen.regimes) * len(chosen.layers) * chosen.seeds
+    results = run_experiment(preset, data=args.data, out=out, cache=cache, device=args.device,
+                             progress=False if args.no_progress else None)
+    cells = len(preset.grid())
     if results.records.empty:
         print(f"all {cells} cells are being computed by other processes; run this again when they finish")
         return 0
