@@ -23,7 +23,7 @@ import torch
 
 from hebbkit import lagani
 from hebbkit.data import synthetic_images
-from hebbkit.lagani import FinetuneConfig, PretrainConfig
+from hebbkit.lagani import FinetuneConfig, configure
 from hebbkit.loops import block_features, evaluate, place
 from hebbkit.utils import resolve_device
 
@@ -49,12 +49,12 @@ def main() -> None:
     rates: dict[str, float] = {}
     nets = {}
     for method in ("hpca", "softwta"):
-        config = PretrainConfig(epochs=1, batch_size=64)
+        config = configure(method, epochs=1, batch_size=64)
         seconds = timed(lambda: nets.setdefault(method, lagani.pretrain(method, images, config, device=device,
                                                                          progress=False)))
         rates[f"pretrain {method} (5 blocks, incl. BN statistics)"] = n / seconds
     vae_images = images.subset(slice(0, max(64, n // 4)))
-    config = PretrainConfig(vae_epochs=1, batch_size=64)
+    config = configure("vae", epochs=1, batch_size=64)
     rates["vae pretrain (1 epoch)"] = len(vae_images) / timed(
         lambda: lagani.pretrain("vae", vae_images, config, device=device, progress=False))
     net = nets["hpca"]

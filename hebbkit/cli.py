@@ -2,19 +2,19 @@
 
 Only the argument parser lives here, and it imports nothing heavy: each subcommand names the function that
 runs it (``"module:function"``), imported when that subcommand runs, so ``hebbkit --help`` answers at once.
-The choices listed below are the modules' own (tests/test_cli.py checks that they agree).
+The methods and notebooks come from their registries (``hebbkit.lagani.methods``, ``hebbkit.catalog``), which
+import nothing heavy; the other choices listed below are the modules' own (tests/test_cli.py checks that they agree).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import pkgutil
 import sys
 from pathlib import Path
 
 REPRODUCE_PRESETS = ("smoke", "quick", "paper")  # lagani.PRESETS
 LAYERS_PRESETS = ("smoke", "quick", "full")  # miconi.PRESETS
-METHODS = ("hpca", "softwta", "vae", "supervised", "random")  # lagani.METHODS
 LAYERS = (1, 2, 3, 4, 5)  # lagani.LAYERS
 RULES = ("hebb", "instar", "oja")  # miconi.RULES
 INTERVENTIONS = ("none", "sparse-plasticity", "pruning", "both")  # miconi.INTERVENTIONS
@@ -41,6 +41,8 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _add_workbook(commands: argparse._SubParsersAction) -> None:
+    from .catalog import NOTEBOOKS, notebook_numbers  # the standard library only: cheap
+
     parser = commands.add_parser(
         "workbook",
         help="run the six notebooks headlessly (papermill): executed copies and figures under runs/workbook/",
@@ -54,8 +56,7 @@ def _add_workbook(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--notebooks", type=Path, default=Path("notebooks"), help="source folder (default notebooks)")
     parser.add_argument(
         "--only", nargs="+", metavar="NAME",
-        help="run only these notebooks: 00_overview, 01_rules_and_losses, 02_single_neuron, 03_conv_filters, "
-        "04_semi_supervised_pipeline, 05_results_table, or their numbers 00..05",
+        help=f"run only these notebooks: {', '.join(NOTEBOOKS)}, or their numbers {', '.join(notebook_numbers())}",
     )
     parser.add_argument("--data", type=Path, help=DATA_HELP)
     parser.add_argument(
@@ -85,10 +86,12 @@ def _add_figures(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_reproduce(commands: argparse._SubParsersAction) -> None:
+    from .lagani.methods import METHODS, preset_methods  # no torch: cheap
+
     parser = commands.add_parser(
         "reproduce",
         help="reproduce Lagani's Table 1 (Hebbian pre-training, semi-supervised fine-tuning; CIFAR-10 or any images)",
-        description="Pre-train Lagani's six-layer network (HPCA, soft-WTA, VAE, or none), fine-tune it on the "
+        description="Pre-train Lagani's six-layer network with each method (see --methods), fine-tune it on the "
         "labelled percentage of the training pool, score every layer cut on validation and test images, and "
         "write Table 1 beside the paper's values (table1.csv / table1.md), a heatmap and the convergence curves. "
         "Finished cells are kept in OUT/results.sqlite: a re-run resumes, and several processes started alike "
@@ -99,8 +102,9 @@ def _add_reproduce(commands: argparse._SubParsersAction) -> None:
         help="smoke (seconds, synthetic-sized), quick (CPU, about 1 h on 2 cores) or paper (the reference "
         "protocol, GPU) (default quick)",
     )
-    parser.add_argument("--methods", nargs="+", choices=METHODS, metavar="METHOD",
-                        help=f"pre-training methods, any of {', '.join(METHODS)} (default: the preset's)")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), metavar="METHOD",
+                        help=f"pre-training methods, any of {', '.join(METHODS)} (default: the preset's, "
+                        f"{', '.join(preset_methods())})")
     parser.add_argument("--regimes", nargs="+", type=float, metavar="PERCENT",
                         help="labelled percentages in (0, 100] (default: the preset's)")
     parser.add_argument("--layers", nargs="+", type=int, choices=LAYERS, metavar="LAYER",
@@ -163,8 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _handler(args: argparse.Namespace):
     if callable(args.handler):
         return args.handler
-    module, name = args.handler.split(":")
-    return getattr(importlib.import_module(module), name)
+    return pkgutil.resolve_name(args.handler)
 
 
 def main(argv: list[str] | None = None) -> int:

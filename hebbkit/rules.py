@@ -26,6 +26,8 @@ matrix is ever materialised); decays come from sums of responses.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Callable, ClassVar
@@ -35,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.grad import conv2d_weight
 
-from .utils import check_choice, check_positive
+from .checks import check_choice, check_positive
 
 IntPair = int | tuple[int, int]
 
@@ -499,18 +501,29 @@ class SoftWTA:
 
 COMPETITIONS = ("wta", "soft", "kwta", "none")
 Rule = Hebb | Oja | Competitive | HPCA | SoftWTA
-RULE_NAMES = ("hebb", "oja", "instar", "wta", "softwta", "kwta", "hpca")
+RULES: dict[str, Callable[..., Rule]] = {
+    "hebb": Hebb,
+    "oja": Oja,
+    "instar": functools.partial(Competitive, "none"),
+    "wta": functools.partial(Competitive, "wta"),
+    "kwta": functools.partial(Competitive, "kwta"),
+    "softmax_instar": functools.partial(Competitive, "soft"),  # instar with r = softmax(y/T)
+    "softwta": SoftWTA,  # Lagani's soft-WTA, the rule of Table 1's soft-WTA method
+    "hpca": HPCA,
+}
+RULE_OPTIONS = ("temperature", "k", "f")
 
 
-def make_rule(name: str, *, temperature: float = 1.0, k: int = 1, f: str = "identity") -> Rule:
-    """A rule from its command-line name (one of ``RULE_NAMES``)."""
-    competitions = {"instar": "none", "wta": "wta", "softwta": "soft", "kwta": "kwta"}
-    if name == "hebb":
-        return Hebb()
-    if name == "oja":
-        return Oja()
-    if name == "hpca":
-        return HPCA(f)
-    if name in competitions:
-        return Competitive(competitions[name], temperature, k)
-    raise ValueError(f"rule must be one of {', '.join(RULE_NAMES)}, got {name!r}")
+def make_rule(name: str, **options) -> Rule:
+    """The rule registered as ``name`` in ``RULES``, given those of ``options`` (``temperature``, ``k``, ``f``)
+    that it takes.
+
+    >>> make_rule("softwta", temperature=0.1, k=2)
+    SoftWTA(temperature=0.1)
+    """
+    unknown = sorted(set(options) - set(RULE_OPTIONS))
+    if unknown:
+        raise ValueError(f"make_rule takes the options {', '.join(RULE_OPTIONS)}, got {', '.join(unknown)}")
+    factory = RULES[check_choice("rule", name, RULES)]
+    accepted = inspect.signature(factory).parameters
+    return factory(**{key: value for key, value in options.items() if key in accepted})

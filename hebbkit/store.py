@@ -182,6 +182,19 @@ class ResultStore:
         """This process, as a claim's owner: ``hostname:pid``."""
         return f"{socket.gethostname()}:{os.getpid()}"
 
+    def rekey(self, old: str, method: str, new: str) -> int:
+        """Move ``method``'s records and curves from settings ``old`` to ``new`` (a migration of keys; where
+        ``new`` already holds a cell, that record stays and the old one is dropped); return how many moved."""
+        with self._transaction():
+            moved = self._db.execute(
+                "UPDATE OR IGNORE records SET settings = ?, record = json_set(record, '$.settings', ?) "
+                "WHERE settings = ? AND method = ?", (new, new, old, method)).rowcount
+            self._db.execute("DELETE FROM records WHERE settings = ? AND method = ?", (old, method))
+            self._db.execute("UPDATE OR IGNORE curves SET settings = ? WHERE settings = ? AND method = ?",
+                             (new, old, method))
+            self._db.execute("DELETE FROM curves WHERE settings = ? AND method = ?", (old, method))
+        return moved
+
     def claim(self, unit: str) -> bool:
         """Claim (or refresh this process's claim on) ``unit``; ``False`` while another live process holds it.
         A claim is stale when its owner is a dead process on this host, or it is over 24 h old."""

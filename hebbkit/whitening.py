@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .utils import check_positive
+from .checks import check_positive
 
 
 class ZCA(nn.Module):

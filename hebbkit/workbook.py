@@ -19,17 +19,10 @@ import os
 import time
 from pathlib import Path
 
+from .catalog import NOTEBOOKS, notebook_numbers
 from .data import ENV_VAR, FIX, unavailable_reason
 from .utils import atomic_path, check_output_dir
 
-NOTEBOOKS = (
-    "00_overview",
-    "01_rules_and_losses",
-    "02_single_neuron",
-    "03_conv_filters",
-    "04_semi_supervised_pipeline",
-    "05_results_table",
-)
 DEFAULT_OUT = Path("runs/workbook")
 DEFAULT_NOTEBOOKS = Path("notebooks")
 IGNORE_MARKERS = ("NBVAL_IGNORE_OUTPUT", "NBVAL_SKIP")
@@ -120,9 +113,10 @@ def select(names: list[str] | None) -> list[str]:
         return list(NOTEBOOKS)
     chosen = []
     for name in names:
-        matches = [nb for nb in NOTEBOOKS if nb == name or nb.split("_")[0] == name]
+        matches = [nb for nb, number in zip(NOTEBOOKS, notebook_numbers()) if name in (nb, number)]
         if not matches:
-            raise ValueError(f"unknown notebook {name!r}; choose from {', '.join(NOTEBOOKS)} (or 00..05)")
+            raise ValueError(f"unknown notebook {name!r}; choose from {', '.join(NOTEBOOKS)} (or their numbers "
+                             f"{', '.join(notebook_numbers())})")
         chosen.extend(matches)
     return [nb for nb in NOTEBOOKS if nb in chosen]
 

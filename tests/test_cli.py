@@ -51,9 +51,21 @@ def test_choices_are_the_modules_own() -> None:
 
     assert cli.REPRODUCE_PRESETS == tuple(lagani.PRESETS)
     assert cli.LAYERS_PRESETS == tuple(miconi.PRESETS)
-    assert cli.METHODS == tuple(lagani.METHODS) and cli.LAYERS == tuple(lagani.LAYERS)
+    assert cli.LAYERS == tuple(lagani.LAYERS)
     assert cli.RULES == tuple(miconi.RULES) and cli.INTERVENTIONS == tuple(miconi.INTERVENTIONS)
     assert cli.DEFAULT_CACHE == DEFAULT_CACHE
+
+
+def test_method_choices_come_from_the_registry(monkeypatch) -> None:
+    from hebbkit.lagani import methods
+
+    reproduce = _subparsers(cli.build_parser())["reproduce"]
+    (option,) = [a for a in reproduce._actions if "--methods" in a.option_strings]
+    assert option.choices == list(methods.METHODS)
+    monkeypatch.setitem(methods.METHODS, "newrule", methods.Method("newrule", "New", methods.NetSpec(hebbian=True)))
+    reproduce = _subparsers(cli.build_parser())["reproduce"]
+    (option,) = [a for a in reproduce._actions if "--methods" in a.option_strings]
+    assert "newrule" in option.choices and "newrule" in option.help  # a registered method needs no CLI edit
 
 
 def test_help_lists_the_choices(capsys) -> None:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hebbkit.data import synthetic_images
-from hebbkit.lagani import FinetuneConfig, PretrainConfig, finetune, pretrain
+from hebbkit.lagani import FinetuneConfig, configure, finetune, pretrain
 from hebbkit.lagani import run_experiment
 from hebbkit.loops import evaluate
 from hebbkit.utils import DEVICE_VARIABLE, resolve_device
@@ -44,7 +44,7 @@ def data():
 
 @needs_cuda
 def test_hebbian_pretraining_on_cuda_matches_the_cpu(data):
-    config = PretrainConfig(epochs=1, batch_size=40)
+    config = configure("hpca", epochs=1, batch_size=40)
     on_cpu = pretrain("hpca", data.train, config, width=WIDTH, device="cpu", progress=False)
     on_gpu = pretrain("hpca", data.train, config, width=WIDTH, device="cuda", progress=False)
     assert next(on_gpu.parameters()).is_cuda
@@ -54,7 +54,7 @@ def test_hebbian_pretraining_on_cuda_matches_the_cpu(data):
 
 @needs_cuda
 def test_finetuning_and_the_experiment_loop_run_on_cuda(data, tmp_path):
-    net = pretrain("hpca", data.train, PretrainConfig(batch_size=40), width=WIDTH, device="cuda", progress=False)
+    net = pretrain("hpca", data.train, configure("hpca", batch_size=40), width=WIDTH, device="cuda", progress=False)
     model, history = finetune(net, 2, data.train, FinetuneConfig(epochs=3, batch_size=32, augment=True),
                               progress=False)  # on the network's device
     assert next(model.parameters()).is_cuda and len(history) == 3

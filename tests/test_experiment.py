@@ -7,14 +7,17 @@ import sys
 import textwrap
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from hebbkit import lagani
 from hebbkit.cli import main
 from hebbkit.data import synthetic_images
 from hebbkit.lagani import PRESETS, LaganiNet, VAE, experiment, run_experiment, write_outputs
+from hebbkit.lagani import methods as lagani_methods
 from hebbkit.lagani.experiment import CacheWarning
 from hebbkit.store import ResultStore
 
@@ -60,7 +63,7 @@ def test_two_processes_share_one_grid_without_losing_or_duplicating_a_cell(tmp_p
 
 def test_a_grid_claimed_by_a_live_process_is_left_to_it(data, tmp_path):
     preset = replace(SMALL, methods=("supervised",))
-    key = experiment.results_key(preset, data)
+    key = experiment.results_key(preset, "supervised", data)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         with ResultStore(tmp_path) as store:  # a claim as another live process on this host holds it
@@ -112,17 +115,68 @@ def test_an_unreadable_cache_file_is_named_and_recomputed(data, tmp_path, damage
     assert again["val_accuracy"].tolist() == first["val_accuracy"].tolist()
 
 
-def test_the_cache_key_holds_the_pretraining_code_version(data, tmp_path, monkeypatch):
-    _cached_run(data, tmp_path)
-    monkeypatch.setattr(experiment, "pretrain_code_version", lambda: "edited-code")
-    _cached_run(data, tmp_path)
-    assert len(list(tmp_path.glob("hpca-*.pt"))) == 2  # weights from other code are not reused
+def _stored(out):
+    with ResultStore(out) as store:
+        return {(r["method"], r["regime"], r["layer"], r["seed"], r["settings"]) for r in store.records()}
 
 
-def test_the_code_version_covers_the_rules():
-    from hebbkit import rules
+def test_one_methods_settings_leave_every_other_methods_results_and_networks_valid(data, tmp_path, monkeypatch):
+    preset = replace(SMALL, methods=("hpca", "softwta", "vae"))
+    run_experiment(preset, data=data, out=tmp_path / "out", cache=tmp_path / "cache", progress=False)
+    before, networks = _stored(tmp_path / "out"), sorted(p.name for p in (tmp_path / "cache").glob("*.pt"))
+    warmer = replace(preset, configs={**preset.configs, "softwta": replace(preset.config("softwta"), temperature=0.5)})
+    pretrained = []
+    monkeypatch.setattr(experiment, "pretrain", lambda method, *a, **k: pretrained.append(method) or
+                        lagani.pretrain(method, *a, **k))
+    run_experiment(warmer, data=data, out=tmp_path / "out", cache=tmp_path / "cache", progress=False)
+    after = _stored(tmp_path / "out")
+    assert pretrained == ["softwta"]  # the other networks came from the cache, their cells from the store
+    assert before < after and {r for r in after - before if r[0] != "softwta"} == set()
+    assert len(after - before) == 2  # softwta's two cells, under a new key beside the old ones
+    assert set(networks) < {p.name for p in (tmp_path / "cache").glob("*.pt")}
 
-    assert rules in experiment.PRETRAIN_CODE and len(experiment.pretrain_code_version()) == 12
+
+def test_adding_a_method_or_raising_one_revision_changes_no_other_key(data, monkeypatch):
+    preset = replace(SMALL, methods=("hpca", "vae"))
+    keys = {method: experiment.results_key(preset, method, data) for method in lagani.METHODS}
+    registry = dict(lagani.METHODS)
+    registry["hpca"] = replace(registry["hpca"], revision=2)
+    registry["hpca2"] = replace(registry["hpca"], name="hpca2", display="HPCA 2")
+    monkeypatch.setattr(lagani_methods, "METHODS", registry)
+    assert experiment.results_key(preset, "hpca", data) != keys["hpca"]
+    assert {m: experiment.results_key(preset, m, data) for m in keys if m != "hpca"} == {
+        m: key for m, key in keys.items() if m != "hpca"}
+
+
+def test_records_under_the_protocol_3_key_move_to_each_methods_key_without_recomputing(data, tmp_path, monkeypatch):
+    preset = replace(SMALL, methods=("hpca", "supervised"))
+    old = experiment.legacy_results_key(preset, data)
+    rows = [{"method": m, "regime": r, "layer": l, "seed": 0, "settings": old, "val_accuracy": 50.0 + l,
+             "history": []} for m in preset.methods for r in preset.regimes for l in preset.layers]
+    with ResultStore(tmp_path) as store:
+        for row in rows:
+            store.put(row)
+        store.put_curves(old, [{"curve": "hebbian", "method": "hpca", "seed": 0, "layer": 1, "epoch": 0.0,
+                                "val_accuracy": 30.0}])
+    monkeypatch.setattr(experiment, "pretrained", lambda *a, **k: pytest.fail("recomputed a migrated cell"))
+    results = run_experiment(preset, data=data, out=tmp_path, cache=None, progress=False)
+    assert len(results.records) == len(rows) and (results.records["val_accuracy"] > 50).all()
+    assert set(results.records["settings"]) == {experiment.results_key(preset, m, data) for m in preset.methods}
+    assert results.curves["settings"].tolist() == [experiment.results_key(preset, "hpca", data)]
+    with ResultStore(tmp_path) as store:
+        assert store.done(old) == set() and store.rekey(old, "hpca", "anything") == 0  # idempotent
+
+
+def test_the_committed_quick_run_is_under_the_current_keys():
+    """No committed result is orphaned: every record of results/quick is found under the quick preset's key."""
+    from hebbkit.data import load_data
+    source = os.environ.get("HEBBKIT_DATA")
+    if not source or not os.path.exists(source):
+        pytest.skip("needs CIFAR-10 ($HEBBKIT_DATA) for the data's fingerprint")
+    preset, cifar10 = PRESETS["quick"], load_data(source)
+    with ResultStore(Path(__file__).resolve().parents[1] / "results" / "quick") as store:
+        stored = {(r["method"], r["settings"]) for r in store.records()}
+    assert stored == {(m, experiment.results_key(preset, m, cifar10)) for m in preset.methods}
 
 
 # ------------------------------------------------------------------------------- paths, before work

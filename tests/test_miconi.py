@@ -44,9 +44,9 @@ from hebbkit.miconi.probe import (
 )
 
 SMALL = (LayerSpec(8, 5, 1e-3), LayerSpec(12, 3, 1e-3), LayerSpec(16, 3, 1e-2))
-TINY = Preset("tiny", hebbian_images=200, epochs=1, fit_images=200, score_images=60, zca_images=200,
+TINY = Preset(name="tiny", hebbian_images=200, epochs=1, fit_images=200, score_images=60, zca_images=200,
               calibration_images=100, probe_images=60, n_top=5, warmup_batches=1, batch_size=50)
-TINY_REFERENCE = Preset("tiny", hebbian_images=200, epochs=1, fit_images=200, score_images=100, zca_images=200,
+TINY_REFERENCE = Preset(name="tiny", hebbian_images=200, epochs=1, fit_images=200, score_images=100, zca_images=200,
                         calibration_images=100, probe_images=60, n_top=5, warmup_batches=1, batch_size=50)
 
 REFERENCE = {  # hebbkit.multilayer before the move (1 thread): TINY_REFERENCE on 500 synthetic 3×32×32 images

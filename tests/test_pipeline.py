@@ -19,7 +19,8 @@ from hebbkit.lagani import (
     FinetuneConfig,
     LaganiNet,
     NetSpec,
-    PretrainConfig,
+    SoftWTAConfig,
+    configure,
     best_per_regime,
     claim_verdicts,
     confidence_interval,
@@ -120,7 +121,7 @@ def test_modified_batchnorm_equals_its_equation(dims):
 
 @pytest.mark.parametrize("method", ["hpca", "softwta"])
 def test_hebbian_pretraining_changes_every_block_and_is_deterministic(data, method):
-    config = PretrainConfig(epochs=1, batch_size=50)
+    config = configure(method, epochs=1, batch_size=50)
     first = pretrain(method, data.train, config, seed=3, width=WIDTH, progress=False)
     again = pretrain(method, data.train, config, seed=3, width=WIDTH, progress=False)
     torch.manual_seed(3)
@@ -136,7 +137,7 @@ def test_hebbian_pretraining_changes_every_block_and_is_deterministic(data, meth
 
 def test_softwta_pretraining_keeps_the_units_diverse(data):
     """The reference rule does not collapse: the filters of a layer stay far from each other."""
-    net = pretrain("softwta", data.train, PretrainConfig(epochs=2, batch_size=20, lr=0.05), width=0.25,
+    net = pretrain("softwta", data.train, configure("softwta", epochs=2, batch_size=20, lr=0.05), width=0.25,
                    progress=False)
     for block in net.blocks[:4]:
         w = torch.nn.functional.normalize(block.layer.weight.flatten(1), dim=1)
@@ -153,7 +154,7 @@ def test_hebbian_epoch_selection_keeps_the_best_epoch(data, monkeypatch):
         return next(scores)
 
     monkeypatch.setattr(lagani_pretrain, "class_mean_accuracy", score)
-    net = pretrain("hpca", data.train, PretrainConfig(epochs=3, batch_size=50), width=WIDTH, val=data.test,
+    net = pretrain("hpca", data.train, configure("hpca", epochs=3, batch_size=50), width=WIDTH, val=data.test,
                    progress=False)
     assert len(kept) == 3 and torch.equal(net.blocks[0].layer.weight, kept[1])
 
@@ -169,7 +170,7 @@ def test_class_mean_classifier_learns_the_class_means():
 
 
 def test_batchnorm_statistics_are_the_exact_average_over_the_images(data):
-    net = pretrain("hpca", data.train, PretrainConfig(epochs=0.5, batch_size=50), width=WIDTH, progress=False)
+    net = pretrain("hpca", data.train, configure("hpca", epochs=0.5, batch_size=50), width=WIDTH, progress=False)
     x = data.train.float()
     with torch.no_grad():
         pre = torch.relu(net.blocks[0].layer(x))
@@ -183,7 +184,8 @@ def test_batchnorm_statistics_are_the_exact_average_over_the_images(data):
 def test_deep_block_statistics_equal_a_pass_through_the_whole_network(data):
     """Statistics are settled block after block from stored outputs; each equals the batch average of a pass
     of the images through the network with the final statistics of the blocks below."""
-    net = pretrain("softwta", data.train, PretrainConfig(epochs=0.5, batch_size=50), width=WIDTH, progress=False)
+    net = pretrain("softwta", data.train, configure("softwta", epochs=0.5, batch_size=50), width=WIDTH,
+                   progress=False)
     with torch.no_grad():
         h = net.whiten(data.train.float())
         for block in net.blocks:
@@ -196,13 +198,12 @@ def test_deep_block_statistics_equal_a_pass_through_the_whole_network(data):
 
 def test_checkpoints_report_the_fractions_of_an_epoch(data):
     seen = []
-    config = PretrainConfig(epochs=1, batch_size=50, checkpoints_per_epoch=2)
-    pretrain("softwta", data.train, config, width=WIDTH, progress=False,
-             checkpoint=lambda net, epochs: seen.append(epochs))
+    pretrain("softwta", data.train, configure("softwta", epochs=1, batch_size=50), width=WIDTH, progress=False,
+             checkpoint=lambda net, epochs: seen.append(epochs), checkpoints_per_epoch=2)
     assert seen == [0.0, 0.5, 1.0]
     seen.clear()
-    pretrain("hpca", data.train, replace(config, batch_size=30), width=WIDTH, progress=False,
-             checkpoint=lambda net, epochs: seen.append(round(epochs, 3)))
+    pretrain("hpca", data.train, configure("hpca", epochs=1, batch_size=30), width=WIDTH, progress=False,
+             checkpoint=lambda net, epochs: seen.append(round(epochs, 3)), checkpoints_per_epoch=2)
     assert seen == [0.0, 0.6, 1.05]  # 7 steps of 30 images: probed after step 4 and at the end
 
 
@@ -292,7 +293,8 @@ def test_end_to_end_finetuning_learns_and_is_deterministic(data):
 
 
 def test_frozen_finetuning_trains_only_the_head_and_matches_train_head(data):
-    net = pretrain("softwta", data.train, PretrainConfig(epochs=0.5, batch_size=50), width=WIDTH, progress=False)
+    net = pretrain("softwta", data.train, configure("softwta", epochs=0.5, batch_size=50), width=WIDTH,
+                   progress=False)
     config = FinetuneConfig(epochs=3, batch_size=20, frozen=True)
     classifier, history = finetune(net, 3, data.train, config, seed=2, val=data.test, progress=False)
     for mine, theirs in zip(classifier.blocks, net.blocks):
@@ -362,7 +364,7 @@ def test_seeds_below_one_are_rejected(data):
 
 def test_bad_configs_name_the_parameter():
     with pytest.raises(ValueError, match="temperature must be a number > 0"):
-        PretrainConfig(temperature=0)
+        SoftWTAConfig(temperature=0)
     with pytest.raises(ValueError, match="dropout must lie in"):
         FinetuneConfig(dropout=1.0)
     with pytest.raises(ValueError, match="width must be a number > 0"):
@@ -470,7 +472,7 @@ def test_same_seed_gives_identical_numbers_and_other_seeds_differ(data, tmp_path
 
 
 def test_random_network_has_standardised_features(data):
-    net = pretrain("random", data.train, PretrainConfig(batch_size=50), width=WIDTH, progress=False)
+    net = pretrain("random", data.train, width=WIDTH, progress=False)
     torch.manual_seed(0)
     assert states_equal(net.blocks[0].layer, LaganiNet(width=WIDTH).blocks[0].layer)  # weights untouched
     with torch.no_grad():
@@ -541,7 +543,8 @@ def test_every_preset_runs_the_100_percent_regime_at_smoke_scale(data, name):
     a fraction of an epoch and two fine-tuning epochs."""
     preset = PRESETS[name]
     small = replace(preset, width=WIDTH, layers=(1,), probe_val=0, seeds=1,
-                    pretrain=replace(preset.pretrain, epochs=0.2, vae_epochs=0.2),
+                    configs={m: replace(preset.config(m), epochs=0.2) for m in preset.methods
+                             if lagani.make_method(m).pretrain},
                     finetune=replace(preset.finetune, epochs=2, decay_from=1, min_steps=0))
     results = run_experiment(small, data=data, regimes=(100,), cache=None, progress=False).records
     assert sorted(results["method"]) == sorted(preset.methods)

@@ -2,30 +2,45 @@
 
 One concern per file:
 
+* ``methods.py`` — the method registry ``METHODS``: each method's network, settings (a small frozen config) and
+  pre-training function; no torch, so that the command line can read it;
 * ``net.py`` — the network (sizes follow the input shape), its classifier cuts, the VAE;
-* ``pretraining.py`` — ``PretrainConfig``, the method registry ``METHODS``, Hebbian and VAE pre-training;
+* ``pretraining.py`` — Hebbian and VAE pre-training, and ``pretrain``, which runs a registered method;
 * ``finetuning.py`` — ``FinetuneConfig``, the SGD loop, end-to-end fine-tuning and heads on fixed features;
 * ``experiment.py`` — presets, the checked weight cache, the shared results store, the resumable loop, the CLI;
 * ``table.py`` — intervals, Table 1 beside the paper, verdicts, heatmap and convergence plot;
 * ``paper.py`` — the paper's Table 1 as data.
 
 Batches, augmentation, prediction and batch-norm averaging are shared with Miconi's study in ``hebbkit.loops``.
-A new rule goes in ``hebbkit/rules.py`` and a method using it is one ``Method`` entry in ``pretrain.METHODS``;
-a new dataset needs no code here (``hebbkit.data.load_data``).
+A new rule goes in ``hebbkit/rules.py`` and a method using it is one ``Method`` entry in ``methods.METHODS``;
+a new dataset needs no code here (``hebbkit.data.load_data``). The names below load their module on first use.
 """
 
-from .experiment import PRESETS, Preset, Results, get_preset, run_experiment
-from .finetuning import FinetuneConfig, finetune, train_head, train_sgd
-from .net import LAYERS, VAE, Classifier, Head, LaganiNet, NetSpec, check_layer
-from .pretraining import DISPLAY_NAMES, METHODS, Method, PretrainConfig, check_method, make_method, pretrain
-from .table import (best_per_regime, claim_verdicts, confidence_interval, convergence_data, convergence_plot,
-                    format_table, heatmap, scratch_differences, table1, write_outputs)
+from __future__ import annotations
 
-__all__ = [
-    "PRESETS", "Preset", "Results", "get_preset", "run_experiment",
-    "FinetuneConfig", "finetune", "train_head", "train_sgd",
-    "LAYERS", "VAE", "Classifier", "Head", "LaganiNet", "NetSpec", "check_layer",
-    "DISPLAY_NAMES", "METHODS", "Method", "PretrainConfig", "check_method", "make_method", "pretrain",
-    "best_per_regime", "claim_verdicts", "confidence_interval", "convergence_data", "convergence_plot",
-    "format_table", "heatmap", "scratch_differences", "table1", "write_outputs",
-]
+import importlib
+from typing import Any
+
+_NAMES = {
+    "experiment": ("PRESETS", "Preset", "Results", "get_preset", "run_experiment"),
+    "finetuning": ("FinetuneConfig", "finetune", "train_head", "train_sgd"),
+    "methods": ("DISPLAY_NAMES", "METHODS", "Method", "NetSpec", "PretrainConfig", "HebbianConfig", "HPCAConfig",
+                "SoftWTAConfig", "VAEConfig", "NoSettings", "check_method", "configure", "hebbian_methods",
+                "make_method", "preset_methods"),
+    "net": ("LAYERS", "VAE", "Classifier", "Head", "LaganiNet", "check_layer"),
+    "pretraining": ("pretrain",),
+    "table": ("best_per_regime", "claim_verdicts", "confidence_interval", "convergence_data", "convergence_plot",
+              "format_table", "heatmap", "scratch_differences", "table1", "write_outputs"),
+}
+_MODULE_OF = {name: module for module, names in _NAMES.items() for name in names}
+__all__ = [*_MODULE_OF]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+    raise AttributeError(f"module 'hebbkit.lagani' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

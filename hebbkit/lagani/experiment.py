@@ -10,94 +10,112 @@ each claims the next (method, seed) that nobody works on. ``hebbkit reproduce`` 
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import itertools
 import json
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from .. import layers, loops, rules, whitening
+from ..checks import check_positive, lookup
 from ..data import Dataset, ImageSet, check_percent, load_data, split
 from ..loops import accuracy, block_features, place, predict, settle_statistics
 from ..store import ResultStore
-from ..utils import atomic_path, check_output_dir, check_positive, lookup, resolve_device
-from . import net as net_module
-from . import pretraining as pretrain_module
+from ..utils import atomic_path, check_output_dir, resolve_device
 from .finetuning import FinetuneConfig, finetune, train_head
 from .net import LaganiNet, check_layer
-from .pretraining import PretrainConfig, build_net, check_method, make_method, pretrain
+from .methods import (HPCAConfig, PretrainConfig, SoftWTAConfig, VAEConfig, check_config, check_method, make_method,
+                      preset_methods)
+from .pretraining import build_net, pretrain
 from .table import write_outputs
 
 DEFAULT_CACHE = Path.home() / ".cache" / "hebbkit" / "weights"
-PROTOCOL_VERSION = 3  # bump when a change alters results: older records and cached weights are then not reused
-PRETRAIN_CODE = (rules, layers, whitening, loops, net_module, pretrain_module)  # their source is in the cache key
+PROTOCOL_VERSION = 4  # bump when a change alters every method's results (one method's: its Method.revision)
 CIFAR10_SHAPE = ((3, 32, 32), 10)
+LEGACY_METHODS = ("hpca", "softwta", "vae", "supervised", "random")  # the methods of protocol 3 (one shared key)
 
 
 class CacheWarning(UserWarning):
     """A cached network could not be used and is recomputed."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Preset:
     """One experiment's settings: what to run (methods × regimes × layers × seeds) and how.
 
-    ``select_val``: validation images scored after every fine-tuning epoch to keep the best epoch (and to
-    draw the SGD convergence curve); ``None`` = all, as the reference does. ``test_images``: the first test
-    images scored (``None`` = all). The Hebbian-convergence probe: a linear head trained with ``probe_head``
-    on the fixed features of the partly trained network, on ``probe_regime`` % labels, scored on
+    ``pretrain``: the pre-training settings every method shares; ``configs``: the settings of the methods that
+    depart from their registered ones (:data:`~.methods.METHODS`), by method name. ``select_val``: validation
+    images scored after every fine-tuning epoch to keep the best epoch (and to draw the SGD convergence curve);
+    ``None`` = all, as the reference does. ``test_images``: the first test images scored (``None`` = all). The
+    Hebbian-convergence probe, ``probe_checkpoints`` times per pre-training epoch: a linear head trained with
+    ``probe_head`` on the fixed features of the partly trained network, on ``probe_regime`` % labels, scored on
     ``probe_val`` validation images (0: no probe), after setting BN's statistics on ``probe_statistics`` images.
     """
 
     name: str
-    methods: tuple[str, ...]
+    methods: tuple[str, ...] = preset_methods()
     regimes: tuple[float, ...]
-    layers: tuple[int, ...]
+    layers: tuple[int, ...] = (1, 2, 3, 4, 5)
     seeds: int
-    pretrain: PretrainConfig
-    finetune: FinetuneConfig
+    pretrain: PretrainConfig = PretrainConfig()
+    configs: dict[str, object] = field(default_factory=dict)
+    finetune: FinetuneConfig = FinetuneConfig()
     width: float = 1.0
     select_val: int | None = None
     test_images: int | None = None
     probe_regime: float = 10.0
     probe_val: int = 2000
     probe_statistics: int = 2048
+    probe_checkpoints: int = 1
     probe_head: FinetuneConfig = FinetuneConfig(epochs=10, decay_from=5, lr=3e-4, frozen=True)
 
     def __post_init__(self) -> None:
         for method in self.methods:
             check_method(method)
+        for method, config in self.configs.items():
+            check_config(method, config)
         for regime in self.regimes:
             check_percent(regime)
         for layer in self.layers:
             check_layer(layer)
         check_positive("seeds", self.seeds, integer=True)
         check_positive("probe_statistics", self.probe_statistics, integer=True)
+        check_positive("probe_checkpoints", self.probe_checkpoints, integer=True)
         for name in ("select_val", "test_images"):
             if getattr(self, name) is not None:
                 check_positive(name, getattr(self, name), integer=True)
         if not (self.methods and self.regimes and self.layers):
             raise ValueError("methods, regimes and layers must each name at least one entry")
 
+    def config(self, method: str) -> object:
+        """``method``'s settings under this preset: its entry in ``configs``, else its registered ones."""
+        return self.configs.get(method, make_method(method).config)
+
+    def probes(self, method: str) -> bool:
+        """Whether ``method``'s pre-training is probed for convergence (the Hebbian methods, when ``probe_val``)."""
+        return bool(self.probe_val) and make_method(method).hebbian
+
     def grid(self) -> set[tuple[str, float, int, int]]:
         """Every (method, regime, layer, seed) cell the preset runs."""
         return set(itertools.product(self.methods, self.regimes, self.layers, range(self.seeds)))
 
 
-ALL_METHODS = ("hpca", "softwta", "vae", "supervised")
+# The quick preset's Hebbian settings: 1 epoch at 10x the reference's rate, plain BN (see the preset's comment).
+_QUICK_HEBBIAN = {"epochs": 1, "lr": 0.1, "modified_bn": False}
 PRESETS: dict[str, Preset] = {
     # seconds, for tests and demos (synthetic data, narrow network)
     "smoke": Preset(
-        "smoke", ALL_METHODS, (10.0, 50.0), (1, 3), 1,
-        PretrainConfig(epochs=1, batch_size=32, lr=0.05, vae_epochs=1, vae_batch_size=32, statistics_images=256),
-        FinetuneConfig(epochs=2, batch_size=32, decay_from=1),
+        name="smoke", regimes=(10.0, 50.0), layers=(1, 3), seeds=1,
+        pretrain=PretrainConfig(statistics_images=256),
+        configs={"hpca": HPCAConfig(epochs=1, batch_size=32, lr=0.05),
+                 "softwta": SoftWTAConfig(epochs=1, batch_size=32, lr=0.05),
+                 "vae": VAEConfig(epochs=1, batch_size=32)},
+        finetune=FinetuneConfig(epochs=2, batch_size=32, decay_from=1),
         width=0.125, probe_regime=50.0, probe_val=40,
     ),
     # CPU-sized (about 1 h on 2 cores). Departs from the reference in the same way for every method: the network
@@ -109,19 +127,16 @@ PRESETS: dict[str, Preset] = {
     # small subsets) at lr 4e-3 instead of 1e-3, with flips and crops of the labelled images; the best epoch is
     # picked on 1,000 validation images instead of all 10,000, and the first 2,000 test images are scored.
     "quick": Preset(
-        "quick", ALL_METHODS, (1.0, 5.0, 10.0), (1, 2, 3, 4, 5), 1,
-        PretrainConfig(epochs=1, lr=0.1, vae_epochs=1, vae_lr=1e-3, checkpoints_per_epoch=4, modified_bn=False),
-        FinetuneConfig(epochs=8, decay_from=4, lr=4e-3, augment=True, min_steps=200),
-        width=0.5, select_val=1000, test_images=2000, probe_regime=2.0, probe_val=1000,
+        name="quick", regimes=(1.0, 5.0, 10.0), seeds=1,
+        configs={"hpca": HPCAConfig(**_QUICK_HEBBIAN), "softwta": SoftWTAConfig(**_QUICK_HEBBIAN),
+                 "vae": VAEConfig(epochs=1, lr=1e-3)},
+        finetune=FinetuneConfig(epochs=8, decay_from=4, lr=4e-3, augment=True, min_steps=200),
+        width=0.5, select_val=1000, test_images=2000, probe_regime=2.0, probe_val=1000, probe_checkpoints=4,
     ),
-    # the reference protocol (GPU-sized): 20 epochs of joint Hebbian training (lr 1e-2, batch 64, best epoch by
-    # the Hebbian classifier), 20 VAE epochs, 20 fine-tuning epochs at lr 1e-3 (Nesterov, halved from epoch 10,
-    # best validation epoch), 5 data seeds, regimes 1 / 5 / 10 / 100 %
-    "paper": Preset(
-        "paper", ALL_METHODS, (1.0, 5.0, 10.0, 100.0), (1, 2, 3, 4, 5), 5,
-        PretrainConfig(checkpoints_per_epoch=4),
-        FinetuneConfig(),
-    ),
+    # the reference protocol (GPU-sized): every method at its registered settings (20 epochs of joint Hebbian
+    # training, lr 1e-2, batch 64, best epoch by the Hebbian classifier; 20 VAE epochs), 20 fine-tuning epochs at
+    # lr 1e-3 (Nesterov, halved from epoch 10, best validation epoch), 5 data seeds, regimes 1 / 5 / 10 / 100 %
+    "paper": Preset(name="paper", regimes=(1.0, 5.0, 10.0, 100.0), seeds=5, probe_checkpoints=4),
 }
 
 
@@ -173,15 +188,6 @@ def fingerprint(images: ImageSet) -> str:
     return f"{len(images)}-{digest.hexdigest()[:12]}"
 
 
-@functools.cache
-def pretrain_code_version() -> str:
-    """A digest of the source of every module that computes pre-training (part of the weight cache's key)."""
-    digest = hashlib.sha256()
-    for module in PRETRAIN_CODE:
-        digest.update(Path(module.__file__).read_bytes())
-    return digest.hexdigest()[:12]
-
-
 def labelled_count(regime: float, pool: int) -> int:
     """How many of the pool's first images are labelled in ``regime`` % (at least one)."""
     return max(1, round(check_percent(regime) / 100 * pool))
@@ -220,11 +226,13 @@ def run_experiment(
     cache = None if cache is None else check_output_dir("cache", cache)
     device = resolve_device(device)
     data = data if isinstance(data, Dataset) else load_data(data)
-    key, cifar10 = results_key(chosen, data), is_cifar10(data)
+    keys, cifar10 = {method: results_key(chosen, method, data) for method in chosen.methods}, is_cifar10(data)
     with ResultStore(out) as store:
+        migrate_legacy_keys(store, chosen, data)
         for seed in range(chosen.seeds):
             images = Split(*split(data.train, seed), data.test)
             for method in chosen.methods:
+                key = keys[method]
                 done = store.done(key)
                 todo = [Cell(method, seed, regime, layer) for layer in chosen.layers for regime in chosen.regimes
                         if (method, regime, layer, seed) not in done]
@@ -241,16 +249,57 @@ def run_experiment(
                 finally:
                     store.release(unit)
         wanted = chosen.grid()
-        records = [r for r in store.records(key) if (r["method"], r["regime"], r["layer"], r["seed"]) in wanted]
-        return Results(pd.DataFrame(records), store.curves(key), data.name, cifar10)
+        records = [r for method in chosen.methods for r in store.records(keys[method])
+                   if (r["method"], r["regime"], r["layer"], r["seed"]) in wanted]
+        curves = [store.curves(keys[method]) for method in chosen.methods]
+        return Results(pd.DataFrame(records), pd.concat(curves, ignore_index=True), data.name, cifar10)
 
 
-def results_key(preset: Preset, data: Dataset) -> str:
-    """The settings key of ``preset``'s records and curves on ``data``: every setting that changes a result
-    (not the grid itself), the data's fingerprint and the protocol version."""
-    return settings_hash(preset.finetune, preset.pretrain, preset.width, preset.select_val, preset.test_images,
+def results_key(preset: Preset, method: str, data: Dataset) -> str:
+    """The settings key of ``method``'s records and curves under ``preset`` on ``data``: the settings every
+    method shares (fine-tuning, shared pre-training, width, scoring sets; the probe's, for a probed method),
+    ``method``'s own config and revision, the data's fingerprint and the protocol version. Another method's
+    settings are not in it, so changing them, or adding a method, leaves these results valid."""
+    return settings_hash(preset.finetune, preset.pretrain, type(preset.config(method)).__name__,
+                         preset.config(method), make_method(method).revision, preset.width, preset.select_val,
+                         preset.test_images, _probe_settings(preset, method), fingerprint(data.train),
+                         PROTOCOL_VERSION)
+
+
+def _probe_settings(preset: Preset, method: str) -> list | None:
+    """The probe's settings where ``method`` is probed (they shape its convergence rows), else ``None``."""
+    if not preset.probes(method):
+        return None
+    return [preset.probe_regime, preset.probe_val, preset.probe_statistics, preset.probe_checkpoints,
+            preset.probe_head]
+
+
+def legacy_results_key(preset: Preset, data: Dataset) -> str | None:
+    """The key under which hebbkit before per-method settings (protocol 3) stored all of ``preset``'s records
+    (one key for every method, over one pre-training config that held every method's settings), or ``None``
+    when ``preset``'s Hebbian methods do not share the settings that config had room for once."""
+    hebbian = [preset.config(method) for method in ("hpca", "softwta")]
+    common = {(c.epochs, c.batch_size, c.lr, c.modified_bn) for c in hebbian}
+    if len(common) != 1 or hebbian[0].nonlinearity != "relu" or not hebbian[0].fan_in_step or hebbian[1].fan_in_step:
+        return None
+    (epochs, batch_size, lr, modified_bn), softwta, vae = common.pop(), hebbian[1], preset.config("vae")
+    old = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "temperature": softwta.temperature,
+           "num_images": preset.pretrain.num_images, "zca_eps": softwta.zca_eps, "vae_epochs": vae.epochs,
+           "vae_lr": vae.lr, "vae_batch_size": vae.batch_size, "vae_decay_from": vae.decay_from,
+           "vae_beta": vae.beta, "latent_dim": vae.latent_dim, "checkpoints_per_epoch": preset.probe_checkpoints,
+           "statistics_images": preset.pretrain.statistics_images, "modified_bn": modified_bn}
+    return settings_hash(preset.finetune, old, preset.width, preset.select_val, preset.test_images,
                          preset.probe_regime, preset.probe_val, preset.probe_statistics, preset.probe_head,
-                         fingerprint(data.train), PROTOCOL_VERSION)
+                         fingerprint(data.train), 3)
+
+
+def migrate_legacy_keys(store: ResultStore, preset: Preset, data: Dataset) -> int:
+    """Move the records and curves that ``store`` holds under ``preset``'s protocol-3 key to each method's key
+    (:func:`results_key`), without recomputing anything; return how many records moved."""
+    old = legacy_results_key(preset, data)
+    if old is None:
+        return 0
+    return sum(store.rekey(old, method, results_key(preset, method, data)) for method in LEGACY_METHODS)
 
 
 def _choose(base: Preset, methods, regimes, layers, seeds) -> Preset:
@@ -270,22 +319,22 @@ def pretrained(method: str, seed: int, images: Split, preset: Preset, *, cache: 
     usable copy is there (a damaged one is named in a :class:`CacheWarning` and recomputed)."""
     train, val = images.pool, images.val
     probe = None
-    if preset.probe_val and make_method(method).net.hebbian:  # the Hebbian methods' networks
+    if preset.probes(method):
         probe = ConvergenceProbe(method, seed, train.subset(slice(0, labelled_count(preset.probe_regime, len(train)))),
                                  val.subset(slice(0, preset.probe_val)), preset, device)
-    key = settings_hash(method, seed, preset.pretrain, preset.width, fingerprint(train), fingerprint(val),
-                        None if probe is None else [preset.probe_regime, preset.probe_val, preset.probe_statistics,
-                                                    preset.probe_head],
-                        PROTOCOL_VERSION, pretrain_code_version())
+    config = preset.config(method)
+    key = settings_hash(method, seed, preset.pretrain, type(config).__name__, config, make_method(method).revision,
+                        preset.width, fingerprint(train), fingerprint(val), _probe_settings(preset, method),
+                        PROTOCOL_VERSION)
     path = None if cache is None else cache / f"{method}-seed{seed}-{key}.pt"
-    cached = None if path is None or not path.exists() else load_cached(path, build_net(method, preset.pretrain,
-                                                                                         train, preset.width))
+    cached = None if path is None or not path.exists() else load_cached(path, build_net(method, config, train,
+                                                                                         preset.width))
     if cached is not None:
         net, rows = cached
         return place(net, device).eval(), rows
     start = time.perf_counter()
-    net = pretrain(method, train, preset.pretrain, seed=seed, width=preset.width, val=val, device=device,
-                   progress=progress, checkpoint=probe)
+    net = pretrain(method, train, config, shared=preset.pretrain, seed=seed, width=preset.width, val=val,
+                   device=device, progress=progress, checkpoint=probe, checkpoints_per_epoch=preset.probe_checkpoints)
     rows = [] if probe is None else [{**row, "pretrain_seconds": time.perf_counter() - start} for row in probe.rows]
     if path is not None:
         with atomic_path(path) as temp:

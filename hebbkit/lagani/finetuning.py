@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 
 from ..data import ImageSet
 from ..loops import BestState, accuracy, as_input, augment, block_features, device_of, evaluate, lr_at, place
-from ..utils import check_positive, seed_everything
+from ..checks import check_positive
+from ..utils import seed_everything
 from .net import Classifier, Head, LaganiNet, check_layer
 from .pretraining import show_progress
 

@@ -13,15 +13,15 @@ ZCA-whitened images (:class:`NetSpec`).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import HebbianConv2d, HebbianLinear
-from ..utils import check_positive
+from ..checks import check_positive
 from ..whitening import ZCA
+from .methods import NetSpec
 
 LAYERS = (1, 2, 3, 4, 5)
 WIDTHS = (96, 128, 192, 256, 4096)
@@ -72,22 +72,6 @@ class ModifiedBatchNorm1d(_VariancePreserving, nn.BatchNorm1d):
 
 class ModifiedBatchNorm2d(_VariancePreserving, nn.BatchNorm2d):
     """:class:`nn.BatchNorm2d` that preserves relative variances (see :class:`_VariancePreserving`)."""
-
-
-@dataclass(frozen=True)
-class NetSpec:
-    """Which of the reference's networks a method uses.
-
-    ``hebbian``: no biases and :class:`ModifiedBatchNorm2d`/``1d`` after blocks 3–5 (the Hebbian net; plain BN
-    there when ``modified_bn`` is off); else biases and plain BN (the backprop net). ``project``: layers output
-    ``w·x/‖w‖`` (soft-WTA's ``vector_proj2d``). ``whiten``: ZCA-whiten the input (fitted on the pre-training
-    images, stored with the weights).
-    """
-
-    hebbian: bool = False
-    project: bool = False
-    whiten: bool = False
-    modified_bn: bool = True
 
 
 class Block(nn.Module):

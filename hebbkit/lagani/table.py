@@ -10,7 +10,7 @@ from scipy import stats
 
 from ..utils import atomic_path, to_markdown, write_text_atomic
 from .paper import TABLE1, best_cell, paper_table1
-from .pretraining import DISPLAY_NAMES, METHODS
+from .methods import DISPLAY_NAMES, METHODS, hebbian_methods
 
 
 def confidence_interval(values) -> tuple[float, float]:
@@ -89,12 +89,13 @@ def scratch_differences(table: pd.DataFrame) -> pd.DataFrame:
 
 def claim_verdicts(results: pd.DataFrame) -> pd.DataFrame:
     """The paper's comparisons, regime by regime, on each method's best layer (mean over seeds): Hebbian
-    (the better of HPCA and soft-WTA) against the VAE and against training from scratch, and HPCA against
-    soft-WTA. One row per (claim, regime) with both accuracies and whether the claim holds here."""
+    (the best of the registered Hebbian methods present) against the VAE and against training from scratch,
+    and HPCA against soft-WTA. One row per (claim, regime) with both accuracies and whether the claim holds here."""
     best = results.groupby(["regime", "method", "layer"])["val_accuracy"].mean().groupby(["regime", "method"]).max()
     best = best.unstack()
-    if {"hpca", "softwta"} <= set(best.columns):
-        best["hebbian"] = best[["hpca", "softwta"]].max(axis=1)
+    hebbian = [method for method in hebbian_methods() if method in best.columns]
+    if hebbian:
+        best["hebbian"] = best[hebbian].max(axis=1)
     claims = (("Hebbian beats VAE", "hebbian", "vae"), ("Hebbian beats training from scratch", "hebbian",
               "supervised"), ("HPCA beats soft-WTA", "hpca", "softwta"))
     rows = [{"claim": claim, "regime": f"{regime:g}%", "ours": round(row[a], 2), "against": round(row[b], 2),

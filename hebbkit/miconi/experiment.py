@@ -24,10 +24,10 @@ import pandas as pd
 import torch
 
 from ..data import Dataset, ImageSet, load_data, split
+from ..checks import lookup
 from ..utils import (
     atomic_path,
     check_output_dir,
-    lookup,
     resolve_device,
     seed_everything,
     to_markdown,
@@ -51,7 +51,7 @@ from .net import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Preset:
     """Sizes of one run: Hebbian images and epochs, readout fitting / scored images, ZCA images, threshold
     calibration images for the random baseline, probe images for pictures and sparsity, top patches."""
@@ -70,9 +70,12 @@ class Preset:
 
 
 PRESETS = {
-    "smoke": Preset("smoke", 500, 1, 500, 250, 500, 300, 200, 10, 2),
-    "quick": Preset("quick", 10_000, 1, 8_000, 4_000, 4_000, 2_000, 1_000, 50, 20),
-    "full": Preset("full", 40_000, 20, 40_000, 10_000, 10_000, 10_000, 2_000, 100, 200),
+    "smoke": Preset(name="smoke", hebbian_images=500, epochs=1, fit_images=500, score_images=250, zca_images=500,
+                    calibration_images=300, probe_images=200, n_top=10, warmup_batches=2),
+    "quick": Preset(name="quick", hebbian_images=10_000, epochs=1, fit_images=8_000, score_images=4_000,
+                    zca_images=4_000, calibration_images=2_000, probe_images=1_000, n_top=50, warmup_batches=20),
+    "full": Preset(name="full", hebbian_images=40_000, epochs=20, fit_images=40_000, score_images=10_000,
+                   zca_images=10_000, calibration_images=10_000, probe_images=2_000, n_top=100, warmup_batches=200),
 }
 
 

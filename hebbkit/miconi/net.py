@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from .. import rules
 from ..loops import random_flip
 from ..rules import unit_norm_
-from ..utils import check_choice, check_positive
+from ..checks import check_choice, check_positive
 
 RULES = ("hebb", "instar", "oja")
 INTERVENTIONS = ("none", "sparse-plasticity", "pruning", "both")
