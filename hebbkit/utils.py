@@ -12,6 +12,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .checks import check_positive
+
 
 
 DEVICE_VARIABLE = "HEBBKIT_DEVICE"  # e.g. "cpu" to keep a GPU machine's runs on the CPU

@@ -249,10 +249,12 @@ def run_experiment(
                 finally:
                     store.release(unit)
         wanted = chosen.grid()
-        records = [r for method in chosen.methods for r in store.records(keys[method])
-                   if (r["method"], r["regime"], r["layer"], r["seed"]) in wanted]
-        curves = [store.curves(keys[method]) for method in chosen.methods]
-        return Results(pd.DataFrame(records), pd.concat(curves, ignore_index=True), data.name, cifar10)
+        records = [r for method in chosen.methods for r in store.records(keys[method])  # methods may share a key
+                   if r["method"] == method and (r["method"], r["regime"], r["layer"], r["seed"]) in wanted]
+        curves = [rows[rows["method"] == method] for method in chosen.methods
+                  if not (rows := store.curves(keys[method])).empty]
+        return Results(pd.DataFrame(records), pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
+                       data.name, cifar10)
 
 
 def results_key(preset: Preset, method: str, data: Dataset) -> str:
