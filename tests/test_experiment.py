@@ -259,3 +259,17 @@ def test_reproduce_runs_on_a_folder_of_grayscale_pngs(tmp_path, capsys):
     with ResultStore(tmp_path / "out") as store:
         (record,) = store.records()
     assert record["dataset"] == "images" and 0 <= record["val_accuracy"] <= 100
+
+
+# ------------------------------------------------------------------------------ the smoke preset, any data
+
+
+def test_the_smoke_preset_caps_the_images_and_reports_each_cell_when_not_on_a_terminal(capsys):
+    big = synthetic_images(2_600, 700, seed=1)
+    preset = replace(PRESETS["smoke"], methods=("supervised",), regimes=(10.0,), layers=(1,))
+    results = run_experiment(preset, data=big, cache=None).records  # progress=None: stderr is not a terminal here
+    assert results["num_labelled"].tolist() == [160]  # 10 % of the pool of the first 2,000 images (1,600)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("supervised seed 0, 10 % labels, L1: validation ")
+    run_experiment(preset, data=big, cache=None, progress=False)
+    assert capsys.readouterr().err == ""

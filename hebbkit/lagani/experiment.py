@@ -51,7 +51,9 @@ class Preset:
     ``pretrain``: the pre-training settings every method shares; ``configs``: the settings of the methods that
     depart from their registered ones (:data:`~.methods.METHODS`), by method name. ``select_val``: validation
     images scored after every fine-tuning epoch to keep the best epoch (and to draw the SGD convergence curve);
-    ``None`` = all, as the reference does. ``test_images``: the first test images scored (``None`` = all). The
+    ``None`` = all, as the reference does. ``test_images``: the first test images scored (``None`` = all);
+    ``max_images``: the first training images used, before the split (``None`` = all), so that a small preset
+    stays small on any dataset. The
     Hebbian-convergence probe, ``probe_checkpoints`` times per pre-training epoch: a linear head trained with
     ``probe_head`` on the fixed features of the partly trained network, on ``probe_regime`` % labels, scored on
     ``probe_val`` validation images (0: no probe), after setting BN's statistics on ``probe_statistics`` images.
@@ -68,6 +70,7 @@ class Preset:
     width: float = 1.0
     select_val: int | None = None
     test_images: int | None = None
+    max_images: int | None = None
     probe_regime: float = 10.0
     probe_val: int = 2000
     probe_statistics: int = 2048
@@ -86,7 +89,7 @@ class Preset:
         check_positive("seeds", self.seeds, integer=True)
         check_positive("probe_statistics", self.probe_statistics, integer=True)
         check_positive("probe_checkpoints", self.probe_checkpoints, integer=True)
-        for name in ("select_val", "test_images"):
+        for name in ("select_val", "test_images", "max_images"):
             if getattr(self, name) is not None:
                 check_positive(name, getattr(self, name), integer=True)
         if not (self.methods and self.regimes and self.layers):
@@ -108,9 +111,10 @@ class Preset:
 # The quick preset's Hebbian settings: 1 epoch at 10x the reference's rate, plain BN (see the preset's comment).
 _QUICK_HEBBIAN = {"epochs": 1, "lr": 0.1, "modified_bn": False}
 PRESETS: dict[str, Preset] = {
-    # seconds, for tests and demos (synthetic data, narrow network)
+    # seconds on any data, for tests, demos and a first try with one's own images (narrow network, at most 2,000
+    # training and 500 test images)
     "smoke": Preset(
-        name="smoke", regimes=(10.0, 50.0), layers=(1, 3), seeds=1,
+        name="smoke", regimes=(10.0, 50.0), layers=(1, 3), seeds=1, max_images=2_000, test_images=500,
         pretrain=PretrainConfig(statistics_images=256),
         configs={"hpca": HPCAConfig(epochs=1, batch_size=32, lr=0.05),
                  "softwta": SoftWTAConfig(epochs=1, batch_size=32, lr=0.05),
@@ -226,6 +230,9 @@ def run_experiment(
     cache = None if cache is None else check_output_dir("cache", cache)
     device = resolve_device(device)
     data = data if isinstance(data, Dataset) else load_data(data)
+    if chosen.max_images is not None and len(data.train) > chosen.max_images:
+        data = replace(data, train=data.train.subset(slice(0, chosen.max_images)))
+    report = progress is None and not sys.stderr.isatty()  # no progress bars: one line per finished cell
     keys, cifar10 = {method: results_key(chosen, method, data) for method in chosen.methods}, is_cifar10(data)
     with ResultStore(out) as store:
         migrate_legacy_keys(store, chosen, data)
@@ -246,6 +253,10 @@ def run_experiment(
                         record = finetune_cell(net, cell, images, chosen, progress)
                         store.put({**record, "settings": key, "preset": chosen.name, "dataset": data.name,
                                    "cifar10": cifar10, "worker": store.owner})
+                        if report:
+                            print(f"{method} seed {seed}, {cell.regime:g} % labels, L{cell.layer}: validation "
+                                  f"{record['val_accuracy']:.1f} % ({record['seconds']:.0f} s)", file=sys.stderr,
+                                  flush=True)
                 finally:
                     store.release(unit)
         wanted = chosen.grid()
