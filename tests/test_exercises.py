@@ -16,11 +16,10 @@ import pytest
 import torch
 
 from hebbkit import exercises
+from hebbkit.catalog import NOTEBOOKS as NAMES
 from hebbkit.data import synthetic_images
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-NAMES = ("00_overview", "01_rules_and_losses", "02_single_neuron", "03_conv_filters", "04_semi_supervised_pipeline",
-         "05_results_table")
 SOLUTION = re.compile(r"<details><summary>Solution</summary>.*?```python\n(.*?)```", re.S)
 STATED = re.compile(r"`(\w+) = ([^`]+)`")
 
