@@ -11,10 +11,12 @@ ifneq ($(wildcard $(SHARED_CIFAR)),)
 export HEBBKIT_DATA := $(SHARED_CIFAR)
 endif
 endif
+# Jupyter refuses to start as root (containers, cloud machines) unless told it may.
+LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 # The notebooks under nbval in quick mode: exact outputs compared, training numbers checked within tolerances.
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-.PHONY: install test test-notebooks workbook workbook-full store-outputs figures bench clean
+.PHONY: install test test-notebooks workbook workbook-full lab store-outputs figures bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@echo "Installing hebbkit and its dependencies into $(VENV): a few minutes, about 6 GB with PyPI's CUDA torch"
@@ -36,6 +38,9 @@ workbook: install  # all six notebooks, quick settings: executed copies and figu
 
 workbook-full: install  # the full settings (use a GPU if you have one)
 	$(PY) -m hebbkit workbook
+
+lab: install  # open the notebooks in JupyterLab (as root too)
+	$(VENV)/bin/jupyter lab notebooks/ $(LAB_FLAGS)
 
 store-outputs: install  # maintainers: re-run the notebooks (ONLY="04 05" for some) and store their clean outputs
 	$(PY) -m hebbkit workbook --store-outputs $(if $(ONLY),--only $(ONLY))

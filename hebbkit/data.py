@@ -10,7 +10,7 @@ A source is, in this order: an existing file (read as an npz); an existing folde
 CIFAR10, CIFAR100, MNIST, FashionMNIST, SVHN, STL10 (their official train and test splits, under ``root``).
 
 npz layout: uint8 ``x_train`` (N, H, W, C) HWC with C = 1 or 3, or (N, H, W) for one channel; integer ``y_train``
-(N,) in 0..K-1; optionally ``x_test``, ``y_test`` (the same layout), a boolean ``test_exact`` (N_test,), float
+(N,) in 0..K-1, K >= 2, at least two images of each label; optionally ``x_test``, ``y_test`` (the same layout), a boolean ``test_exact`` (N_test,), float
 ``mean`` and ``std`` (C,) and unicode ``classes`` (K,). Without ``classes`` the names are "0".."K-1" with
 K = max training label + 1, except that a CIFAR-10-shaped file (50,000 training images of 32×32×3, 10 classes)
 gets CIFAR-10's names. A file that is not such an archive (empty, truncated, corrupt, a lone ``.npy``, text,
@@ -20,7 +20,8 @@ Image folder layout (torchvision's ImageFolder): one sub-folder per class, class
 names (hidden ones ignored), images (.png, .jpg, .jpeg, .bmp, .ppm, .pgm, .tif, .tiff, .webp) anywhere below
 them; or sub-folders ``train/`` and ``test/`` each in that layout (test class folders named as training ones).
 Images whose modes are all grayscale ("L" or "1") give one channel, otherwise every image is converted to RGB.
-All images must have the same size: a different one is a ``ValueError`` naming both files (resize them first).
+All images must have the same size: a different one is a ``ValueError`` naming both files (resize them first);
+at least two class folders of at least two images each.
 
 A dataset without a separate test set (an npz without ``x_test``, an image folder without ``train/``/``test/``)
 has ``test = None``: the experiments validate on :func:`split`'s held-out images and report no test accuracy.
@@ -201,17 +202,50 @@ def _npz_images(key: str, x: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
+def _listed(values) -> str:
+    """Up to ten values, comma-separated ("..." after them)."""
+    values = [str(v) for v in values]
+    return ", ".join(values[:10]) + (", ..." if len(values) > 10 else "")
+
+
 def _labels(key: str, y: np.ndarray, n: int, num_classes: int | None = None) -> Tensor:
-    """Integer labels (n,) in 0..num_classes-1 (any non-negative ones when ``num_classes`` is None)."""
+    """Integer labels (n,) in 0..num_classes-1 (any non-negative ones when ``num_classes`` is None); an error
+    names the labels outside that range and where the first is."""
     y = np.asarray(y)
     if y.shape != (n,):
         raise ValueError(f"{key} must have shape ({n},) to match the images, got {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"{key} must hold integers, got {y.dtype}")
-    if n and (y.min() < 0 or (num_classes is not None and y.max() >= num_classes)):
+    outside = (y < 0) if num_classes is None else (y < 0) | (y >= num_classes)
+    if outside.any():
         upper = "K-1" if num_classes is None else num_classes - 1
-        raise ValueError(f"{key} must lie in 0..{upper}, got range {y.min()}..{y.max()}")
+        where = np.flatnonzero(outside)
+        raise ValueError(f"{key} must lie in 0..{upper}, got {len(where)} label(s) outside it: "
+                         f"{_listed(np.unique(y[where]))} (the first at index {where[0]})")
     return torch.from_numpy(y.astype(np.int64))
+
+
+def _check_classes(labels: Tensor, classes: tuple[str, ...], fix: str) -> None:
+    """At least two classes, and at least two training images of each (labels 0..K-1 without gaps, none a stray
+    label on a single image), or a ``ValueError`` naming the class count or the offending labels; ``fix`` says
+    where K comes from and how to change it."""
+    if len(classes) < 2:
+        raise ValueError(f"holds {len(classes)} class ({_listed(classes)}): a classification needs at least 2")
+    counts = torch.bincount(labels, minlength=len(classes))
+
+    def named(found: Tensor) -> str:
+        indices = found.flatten().tolist()
+        return _listed(k if classes[k] == str(k) else f"{k} ({classes[k]})" for k in indices)
+
+    absent = torch.nonzero(counts == 0)
+    if len(absent):
+        raise ValueError(f"no training image has label {named(absent)} of 0..{len(classes) - 1}: the training "
+                         f"labels must be 0..K-1 with every class present ({fix})")
+    single = torch.nonzero(counts == 1)
+    if len(single):
+        first = int(torch.nonzero(labels == single[0])[0])
+        raise ValueError(f"too few images: label {named(single)} has a single training image (the first at index "
+                         f"{first}); every class needs at least 2, one for training and one to validate ({fix})")
 
 
 def _stored_stats(arrays: dict[str, np.ndarray], channels: int) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
@@ -253,6 +287,8 @@ def _npz_dataset(arrays: dict[str, np.ndarray], name: str) -> Dataset:
     labels = _labels("y_train", arrays["y_train"], len(images))
     classes = _stored_classes(arrays, images, labels)
     labels = _labels("y_train", arrays["y_train"], len(images), len(classes))
+    _check_classes(labels, classes, "K is the length of classes" if "classes" in arrays else
+                   "K is the largest label + 1: renumber the labels, or store classes")
     test, exact = None, None
     if "x_test" in arrays or "y_test" in arrays:
         if not {"x_test", "y_test"} <= arrays.keys():
@@ -380,6 +416,10 @@ def load_folder(folder: str | Path) -> Dataset:
         part: (_read_images(files, channels, headers[0][1], all_files[0]), torch.tensor(labels, dtype=torch.int64))
         for part, (files, labels) in listed.items()
     }
+    try:
+        _check_classes(sets["train"][1], classes, "one sub-folder of images per class")
+    except ValueError as error:
+        raise ValueError(f"{roots['train']}: {error}") from None
     return _dataset(folder.name, sets["train"], sets.get("test"), classes)
 
 
@@ -530,11 +570,16 @@ def check_split(train: ImageSet, val: ImageSet) -> None:
     if train.shape != val.shape:
         raise ValueError(f"the training images are {train.shape} (C, H, W) but the validation images are {val.shape}")
     classes = train.num_classes
+    if classes < 2:
+        raise ValueError(f"the images hold {classes} class: a classification needs at least 2")
     present = train.labels.unique().tolist()
     if len(present) < classes:
+        absent = sorted(set(range(classes)) - set(present))
+        counts = [int((val.labels == label).sum()) for label in absent[:10]]
         raise ValueError(
             f"too few images: the {len(train)} training images hold {len(present)} of the {classes} classes; "
-            f"every class is needed"
+            f"every class is needed, and no training image has label {_listed(absent)} ({_listed(counts)} among "
+            f"the validation images)"
         )
     if len(val) < classes:
         raise ValueError(

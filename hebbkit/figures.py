@@ -266,7 +266,10 @@ def run_command(args: argparse.Namespace) -> int:
         check_output_dir("--out", args.out)  # before anything is drawn
     problems = 0
     for figure in chosen:
-        state = status(figure, ".", args.out, args.data)
+        try:
+            state = status(figure, ".", args.out, args.data)
+        except OSError as error:  # --check reads a folder it never made: a name too long, no permission
+            raise ValueError(f"--out: {args.out / figure.name} cannot be read ({error.strerror or error})") from None
         if state.startswith("unchecked"):
             print(f"{args.out / figure.name}: left as it is ({state[len('unchecked: '):]})")
         elif state == "current":

@@ -21,7 +21,9 @@ depends on the input, such as :class:`SoftWTA`'s cosine) and ``unit_norm`` (whet
 units renormalised to ‖w‖ = 1 after every step).
 
 The correlation ``Rᵀ X`` of a convolution is computed with ``torch.nn.grad.conv2d_weight`` (no patch
-matrix is ever materialised); decays come from sums of responses.
+matrix is ever materialised); decays come from sums of responses. Half-precision tensors (float16, bfloat16)
+are updated in float32 and the update returned in their dtype: the sums over samples overflow float16
+(largest 65,504) long before the 1/M, e.g. for unscaled 0..255 pixels.
 """
 
 from __future__ import annotations
@@ -66,7 +68,10 @@ def check_learning_rate(lr: float) -> float:
 
 
 def check_finite(name: str, tensor: Tensor) -> None:
-    """Raise ``ValueError`` if ``tensor`` holds NaN or Inf (one reduction pass when it does not)."""
+    """Raise ``ValueError`` if ``tensor`` holds NaN or Inf (one reduction pass when it does not). A meta tensor
+    holds no values: it passes, so that shapes propagate through a plastic layer on ``device="meta"``."""
+    if tensor.is_meta:
+        return
     if not torch.isfinite(tensor.sum()) and not torch.isfinite(tensor).all():
         raise ValueError(f"{name} must be finite: it contains NaN or Inf values")
 
@@ -111,6 +116,23 @@ def _check_pair(x: Tensor, weight: Tensor, post: Tensor | None = None, geometry:
 
 
 # ------------------------------------------------------------------------------------------- helpers
+
+HALF_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _float32_sums(rule: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Run a direct-form rule ``rule(..., x, weight, post, *, scale, **geometry)`` in float32 when ``x`` and
+    ``weight`` are half precision, and return the update in their dtype (finite wherever the update fits it)."""
+
+    @functools.wraps(rule)
+    def wrapper(*args, scale: float = 1.0, **geometry) -> Tensor:
+        *lead, x, weight, post = args
+        if weight.dtype not in HALF_PRECISION or x.dtype != weight.dtype:  # a dtype mismatch: the rule says so
+            return rule(*args, scale=scale, **geometry)
+        return rule(*lead, x.float(), weight.float(), post.float(), scale=scale, **geometry).to(weight.dtype)
+
+    return wrapper
+
 
 
 def responses(x: Tensor, weight: Tensor, stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1) -> Tensor:
@@ -218,6 +240,7 @@ def _hpca_decay(fy: Tensor, weight: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------- rules
 
 
+@_float32_sums
 def hebb(x: Tensor, weight: Tensor, y: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
     """Plain Hebb: ``Δw_i = ⟨y_i x⟩``.
 
@@ -227,6 +250,7 @@ def hebb(x: Tensor, weight: Tensor, y: Tensor, *, scale: float = 1.0, **geometry
     return _update(x, weight, y, None, geometry, scale)
 
 
+@_float32_sums
 def instar(x: Tensor, weight: Tensor, r: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
     """Grossberg instar / competitive learning: ``Δw_i = ⟨r_i (x − w_i)⟩``.
 
@@ -238,6 +262,7 @@ def instar(x: Tensor, weight: Tensor, r: Tensor, *, scale: float = 1.0, **geomet
     return _update(x, weight, r, _unit_decay(weight, _unit_sums(r)), geometry, scale)
 
 
+@_float32_sums
 def oja(x: Tensor, weight: Tensor, y: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
     """Oja's rule: ``Δw_i = ⟨y_i (x − y_i w_i)⟩``; a single unit converges to the first principal
     component with ``‖w‖ = 1``. Decay: ``(Σ_n y_ni²) w_i``."""
@@ -245,6 +270,7 @@ def oja(x: Tensor, weight: Tensor, y: Tensor, *, scale: float = 1.0, **geometry)
     return _update(x, weight, y, _unit_decay(weight, _unit_sums(y.square())), geometry, scale)
 
 
+@_float32_sums
 def hpca(x: Tensor, weight: Tensor, fy: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
     """Nonlinear Hebbian PCA (Sanger's generalised Hebbian algorithm with ``f``):
 
@@ -281,6 +307,7 @@ def _unit_shares(r: Tensor, weight: Tensor) -> Tensor:
     return torch.where(sums == 0, 1.0, sums).view(-1, *[1] * (weight.dim() - 1))
 
 
+@_float32_sums
 def weighted_instar(x: Tensor, weight: Tensor, r: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
     """Instar with Lagani's weighted-average reduction:
 
@@ -488,6 +515,7 @@ class SoftWTA:
         similarity = ((1 + cosine(x, weight, y, **geometry)) / 2).square()
         return soft_wta(similarity, self.temperature)
 
+    @_float32_sums
     def update(self, x: Tensor, weight: Tensor, y: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
         _check_pair(x, weight, y, geometry)
         return weighted_instar(x, weight, self.responsibilities(x, weight, y, **geometry), scale=scale, **geometry)

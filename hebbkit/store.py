@@ -224,7 +224,7 @@ class ResultStore:
                     try:
                         if line.strip():
                             self._insert(json.loads(line))
-                    except ValueError as error:
+                    except (ValueError, RecursionError, OverflowError) as error:  # too deeply nested, too large
                         warnings.warn(f"{jsonl} line {number}: unreadable record ({error}); skipped",
                                       StoreWarning, stacklevel=3)
                 imported.append(jsonl)

@@ -116,14 +116,15 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 def check_output_dir(parameter: str, path: str | Path) -> Path:
     """Return ``path`` as a folder that exists and can be written (created with its parents if missing), else
-    raise a ``ValueError`` naming ``parameter``: call it before any work, so that no result is lost to a bad path."""
+    raise a ``ValueError`` naming ``parameter``: call it before any work, so that no result is lost to a bad path.
+    Any ``OSError`` on the way (a name too long, no permission, a read-only disk) is that one-line ``ValueError``."""
     path = Path(path).expanduser()
-    existing = next((p for p in (path, *path.parents) if p.exists()), None)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{parameter} must be a folder, but {path} is a file")
-    if existing is not None and not existing.is_dir():
-        raise ValueError(f"{parameter}: cannot create the folder {path}, because {existing} is a file")
     try:
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{parameter} must be a folder, but {path} is a file")
+        if existing is not None and not existing.is_dir():
+            raise ValueError(f"{parameter}: cannot create the folder {path}, because {existing} is a file")
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass

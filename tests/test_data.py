@@ -130,7 +130,8 @@ NPZ_ERRORS = {
     "float images": (lambda c: c | {"x_train": c["x_train"].astype(np.float32)}, "x_train must be uint8, got float32"),
     "label count": (lambda c: c | {"y_test": c["y_test"][:-1]}, r"y_test must have shape \(10,\)"),
     "float labels": (lambda c: c | {"y_train": c["y_train"].astype(np.float64)}, "y_train must hold integers"),
-    "negative label": (lambda c: c | {"y_train": c["y_train"] - 1}, r"y_train must lie in 0\.\.K-1, got range -1\.\.8"),
+    "negative label": (lambda c: c | {"y_train": c["y_train"] - 1}, r"y_train must lie in 0\.\.K-1, got 2 label\(s\) "
+                                                                 r"outside it: -1 \(the first at index 0\)"),
     "test label beyond training": (lambda c: c | {"y_test": c["y_test"] + 1}, r"y_test must lie in 0\.\.9, got"),
     "label beyond classes": (lambda c: c | {"classes": np.array(list("abc"))}, r"y_train must lie in 0\.\.2, got"),
     "half a test set": (lambda c: c | {"y_test": None}, "both x_test and y_test"),

@@ -156,3 +156,119 @@ def test_a_bad_device_in_the_environment_is_named(monkeypatch):
     monkeypatch.setenv("HEBBKIT_DEVICE", "meta")
     with pytest.raises(ValueError, match="^HEBBKIT_DEVICE must be"):
         resolve_device("auto")
+
+
+# ---------------------------------------------------------------- explicit --data, long paths, labels
+
+
+def test_the_workbook_refuses_an_explicit_data_file_that_does_not_exist(tmp_path, capsys, monkeypatch):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    notebook = new_notebook(cells=[new_code_cell("QUICK = True\nFIGURES = None\nDATA = None", metadata={"tags": ["parameters"]}),
+                                   new_code_cell("from hebbkit.data import load_data\nload_data(DATA)")])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, folder / "03_conv_filters.ipynb")
+    monkeypatch.chdir(tmp_path)
+    code = main(["workbook", "--quick", "--only", "03", "--data", "nope.npz", "--notebooks", str(folder),
+                 "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert code == 2 and "skipped" not in captured.out and "Traceback" not in captured.err
+    assert captured.err == "hebbkit workbook: error: --data nope.npz: no npz file at nope.npz\n"
+    assert not (tmp_path / "out" / "03_conv_filters.ipynb").exists()
+    damaged = tmp_path / "damaged.npz"
+    damaged.write_text("not an archive")
+    assert main(["workbook", "--store-outputs", "--only", "03", "--data", str(damaged), "--notebooks", str(folder)]) == 2
+    assert capsys.readouterr().err.startswith(f"hebbkit workbook: error: --data {damaged}: {damaged} is not an npz")
+    assert nbformat.read(folder / "03_conv_filters.ipynb", as_version=4) == notebook  # nothing stored
+
+
+@pytest.mark.parametrize("command", [["reproduce", "--preset", "smoke", "--cache", "none"], ["workbook"],
+                                     ["layers", "--preset", "smoke"]])
+def test_an_output_folder_whose_name_is_too_long_is_one_line(tmp_path, capsys, command):
+    long = tmp_path / ("a" * 300) / "below"
+    assert main([*command, "--out", str(long)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"hebbkit {command[0]}: error: --out: the folder {long} cannot be written (File name too long)\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_figures_check_on_a_folder_whose_name_is_too_long_is_one_line(tmp_path, capsys):
+    long = tmp_path / ("a" * 300)
+    assert main(["figures", "--check", "--out", str(long)]) == 2
+    assert capsys.readouterr().err == (f"hebbkit figures: error: --out: {long / 'oja_single_neuron.png'} cannot be "
+                                       f"read (File name too long)\n")
+
+
+def test_check_output_dir_turns_any_os_error_into_a_value_error(tmp_path, monkeypatch):
+    from hebbkit.utils import check_output_dir
+
+    with pytest.raises(ValueError, match=r"^--cache: the folder .*a{300} cannot be written \(File name too long\)$"):
+        check_output_dir("--cache", tmp_path / ("a" * 300))
+    monkeypatch.setattr(Path, "exists", lambda self: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+    with pytest.raises(ValueError, match=r"^--out: the folder .* cannot be written \(Permission denied\)$"):
+        check_output_dir("--out", tmp_path / "x")
+
+
+def _labelled(path: Path, labels, **extra) -> Path:
+    images = np.random.default_rng(0).integers(0, 256, (len(labels), 32, 32, 3), dtype=np.uint8)
+    np.savez(path, x_train=images, y_train=np.asarray(labels), **extra)
+    return path
+
+
+def _stray(labels: int = 100) -> np.ndarray:
+    y = np.arange(labels) % 10
+    y[57] = 10
+    return y
+
+
+TEN_NAMES = np.array(["c%d" % k for k in range(10)])
+BAD_LABELS = {
+    "stray label, classes stored": (lambda p: _labelled(p, _stray(), classes=TEN_NAMES),
+                                    "y_train must lie in 0..9, got 1 label(s) outside it: 10 (the first at index 57)"),
+    "stray label on one image": (lambda p: _labelled(p, _stray()),
+                                 "too few images: label 10 has a single training image (the first at index 57)"),
+    "labels with gaps": (lambda p: _labelled(p, np.where(np.arange(100) % 10 == 9, 12, np.arange(100) % 10)),
+                         "no training image has label 9, 10, 11 of 0..12: the training labels must be 0..K-1"),
+    "negative label": (lambda p: _labelled(p, np.where(np.arange(100) == 3, -2, np.arange(100) % 10)),
+                       "y_train must lie in 0..K-1, got 1 label(s) outside it: -2 (the first at index 3)"),
+    "one class": (lambda p: _labelled(p, np.zeros(40, np.int64)), "holds 1 class (0): a classification needs at least 2"),
+    "one named class": (lambda p: _labelled(p, np.zeros(40, np.int64), classes=np.array(["cat"])),
+                        "holds 1 class (cat): a classification needs at least 2"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_LABELS)
+def test_bad_label_sets_are_one_line_naming_the_file_and_the_labels(tmp_path, capsys, case):
+    make, message = BAD_LABELS[case]
+    path = make(tmp_path / "data.npz")
+    code = main(["reproduce", "--preset", "smoke", "--data", str(path), "--out", str(tmp_path / "out"),
+                 "--cache", "none", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"hebbkit reproduce: error: {path}: ") and message in err
+    assert err.count("\n") == 1 and not (tmp_path / "out" / "table1.md").exists()
+
+
+def test_a_folder_of_one_class_is_refused(tmp_path, capsys):
+    from PIL import Image
+
+    (tmp_path / "cats" / "cat").mkdir(parents=True)
+    for index in range(3):
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "cats" / "cat" / f"{index}.png")
+    assert main(["reproduce", "--preset", "smoke", "--data", str(tmp_path / "cats"), "--out", str(tmp_path / "out"),
+                 "--cache", "none", "--no-progress"]) == 2
+    assert capsys.readouterr().err == (f"hebbkit reproduce: error: {tmp_path / 'cats'}: holds 1 class (cat): a "
+                                       f"classification needs at least 2\n")
+
+
+def test_the_split_names_the_class_missing_from_the_training_images():
+    images = ImageSet(torch.zeros(23, 1, 4, 4, dtype=torch.uint8), torch.tensor([*range(10)] * 2 + [10, 10, 3]),
+                      tuple(map(str, range(11))), (0.0,), (1.0,))
+    with pytest.raises(ValueError, match=r"hold 10 of the 11 classes; every class is needed, and no training image "
+                                         r"has label 10 \(2 among the validation images\)"):
+        check_split(images.subset(slice(0, 20)), images.subset(slice(20, None)))
+    one = ImageSet(images.images, torch.zeros(23, dtype=torch.int64), ("only",), (0.0,), (1.0,))
+    with pytest.raises(ValueError, match="the images hold 1 class: a classification needs at least 2"):
+        check_split(one, one)

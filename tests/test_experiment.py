@@ -2,6 +2,8 @@
 checked before work, and networks whose sizes follow the data."""
 
 import os
+import pickle
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -15,7 +17,7 @@ import torch
 
 from hebbkit import lagani
 from hebbkit.cli import main
-from hebbkit.data import synthetic_images
+from hebbkit.data import CIFAR10_CLASSES, Dataset, ImageSet, load_data, synthetic_images
 from hebbkit.lagani import PRESETS, LaganiNet, VAE, experiment, run_experiment, write_outputs
 from hebbkit.lagani import methods as lagani_methods
 from hebbkit.lagani.experiment import CacheWarning
@@ -40,7 +42,7 @@ WORKER = textwrap.dedent("""
     import sys, torch
     from dataclasses import replace
     torch.set_num_threads(1)
-    from hebbkit.data import synthetic_images
+    from hebbkit.data import CIFAR10_CLASSES, Dataset, ImageSet, load_data, synthetic_images
     from hebbkit.lagani import PRESETS, run_experiment
     preset = replace(PRESETS["smoke"], methods=("hpca", "supervised", "vae"), regimes=(50.0,), layers=(1, 2),
                      probe_val=0)
@@ -113,6 +115,60 @@ def test_an_unreadable_cache_file_is_named_and_recomputed(data, tmp_path, damage
     with pytest.warns(CacheWarning, match=rf"{path} cannot be read as this network's weights"):
         again = _cached_run(data, tmp_path)
     assert again["val_accuracy"].tolist() == first["val_accuracy"].tolist()
+
+
+class Payload:
+    """Unpickling it runs ``touch MARKER``: what a hostile file in the weight cache would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
+
+
+HOSTILE = {
+    "zip .pt": lambda path, marker: torch.save({"state": Payload(marker), "convergence": []}, path),
+    "legacy .pt": lambda path, marker: torch.save({"state": Payload(marker), "convergence": []}, path,
+                                                  _use_new_zipfile_serialization=False),
+    "raw pickle": lambda path, marker: path.write_bytes(pickle.dumps({"state": Payload(marker), "convergence": []})),
+}
+
+
+def test_the_hostile_cache_files_are_live():
+    """Loading each file unsafely (``torch.load(weights_only=False)``, ``pickle.load`` for the raw pickle, which torch
+    refuses as a bad magic number), in a child process, runs its payload: so the test below would fail if the weight
+    cache unpickled them."""
+    script = textwrap.dedent("""
+        import pickle, tempfile, torch
+        from pathlib import Path
+        from tests.test_experiment import HOSTILE
+        with tempfile.TemporaryDirectory() as name:
+            folder = Path(name)
+            for index, (kind, make) in enumerate(HOSTILE.items()):
+                make(folder / f"{index}.pt", folder / f"ran-{index}")
+                if kind == "raw pickle":
+                    pickle.loads((folder / f"{index}.pt").read_bytes())
+                else:
+                    torch.load(folder / f"{index}.pt", weights_only=False)
+            print(sorted(path.name for path in folder.glob("ran-*")))
+    """)
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    assert ran.strip() == str([f"ran-{index}" for index in range(len(HOSTILE))])
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_a_hostile_pickle_in_the_weight_cache_runs_nothing(data, tmp_path, kind):
+    cache, marker = tmp_path / "cache", tmp_path / "payload-ran"
+    first = _cached_run(data, cache)
+    (path,) = cache.glob("hpca-*.pt")
+    HOSTILE[kind](path, marker)
+    with pytest.warns(CacheWarning, match=rf"{path} cannot be read as this network's weights"):
+        again = _cached_run(data, cache)
+    assert not marker.exists()
+    assert again["val_accuracy"].tolist() == first["val_accuracy"].tolist()  # recomputed, and cached anew
+    assert set(torch.load(path, weights_only=True)) == {"state", "convergence"}
 
 
 def _stored(out):
@@ -273,3 +329,26 @@ def test_the_smoke_preset_caps_the_images_and_reports_each_cell_when_not_on_a_te
     assert len(lines) == 1 and lines[0].startswith("supervised seed 0, 10 % labels, L1: validation ")
     run_experiment(preset, data=big, cache=None, progress=False)
     assert capsys.readouterr().err == ""
+
+
+# -------------------------------------------------------------------------------- CIFAR-10 itself
+
+
+def test_cifar10_shaped_data_is_not_taken_for_cifar10():
+    lookalike = ImageSet(torch.zeros(50_000, 3, 32, 32, dtype=torch.uint8), torch.arange(50_000) % 10, CIFAR10_CLASSES,
+                         (0.5,) * 3, (0.25,) * 3)  # 50,000 32×32 colour images in CIFAR-10's ten classes
+    assert not experiment.is_cifar10(Dataset(lookalike, None))
+    assert not experiment.is_cifar10(synthetic_images(200, 0))
+
+
+def test_cifar10_is_recognised_and_its_subsets_and_relabellings_are_not(cifar_npz):
+    data = load_data(cifar_npz)
+    assert experiment.is_cifar10(data) and experiment.is_cifar10(Dataset(data.train, None, "renamed"))
+    assert not experiment.is_cifar10(Dataset(data.train.subset(slice(0, 1000)), data.test))
+    shuffled = data.train.subset(slice(None))
+    shuffled.labels = shuffled.labels[torch.randperm(50_000, generator=torch.Generator().manual_seed(0))]
+    assert not experiment.is_cifar10(Dataset(shuffled, data.test))
+    flipped = data.train.subset(slice(None))
+    flipped.images = flipped.images.clone()
+    flipped.images[123, 0, 4, 5] ^= 1  # one pixel, one bit
+    assert not experiment.is_cifar10(Dataset(flipped, data.test))

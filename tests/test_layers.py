@@ -3,6 +3,7 @@
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from hebbkit import HebbianConv2d, HebbianLinear, rules
 from hebbkit.rules import HPCA, Competitive, Oja
@@ -91,3 +92,31 @@ def test_plastic_layer_rejects_non_finite_input():
     layer = HebbianLinear(3, 2, rule=Oja())
     with pytest.raises(ValueError, match="x must be finite"):
         layer(torch.tensor([[1.0, float("nan"), 0.0]]))
+
+
+META_RULES = [Oja(), Competitive("wta"), Competitive("soft", temperature=0.1), Competitive("kwta", k=2), HPCA("relu"),
+              rules.SoftWTA(), rules.Hebb()]
+
+
+@pytest.mark.parametrize("rule", META_RULES, ids=str)
+def test_plastic_layers_on_the_meta_device_propagate_shapes(rule):
+    conv = HebbianConv2d(3, 6, 3, stride=2, padding=1, device="meta", rule=rule)
+    y = conv(torch.empty(4, 3, 9, 9, device="meta"))
+    assert y.is_meta and y.shape == (4, 6, 5, 5)
+    assert conv.weight.grad.is_meta and conv.weight.grad.shape == conv.weight.shape
+    conv(torch.empty(4, 3, 9, 9, device="meta"))  # a second step accumulates
+    for units in (5, 200):  # both of HPCA's linear paths (Gram matrix and blocked)
+        linear = HebbianLinear(7, units, device="meta", rule=rule)
+        assert linear(torch.empty(3, 7, device="meta")).shape == (3, units)
+        assert linear.weight.grad.is_meta and linear.weight.grad.shape == (units, 7)
+
+
+def test_a_half_precision_layer_learns_from_unscaled_pixels():
+    torch.manual_seed(2)
+    layer = HebbianConv2d(3, 8, 5, bias=False, rule=Oja(), dtype=torch.float16)
+    x = torch.randint(0, 256, (16, 3, 20, 20)).half()
+    layer(x)
+    weight = layer.weight.detach().double()
+    expected = -Oja().update(x.double(), weight, F.conv2d(x, layer.weight.detach()).double())
+    assert layer.weight.grad.dtype == torch.float16 and torch.isfinite(layer.weight.grad).all()
+    torch.testing.assert_close(layer.weight.grad.double(), expected, rtol=2e-3, atol=2e-3 * expected.abs().max().item())

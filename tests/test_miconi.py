@@ -416,7 +416,7 @@ def test_bad_output_folder_is_refused_before_any_work(tmp_path, data, capsys, mo
     with pytest.raises(ValueError, match="--out must be a folder"):
         run_layers(data, TINY, layers=SMALL, out=file, progress=False)
     npz = tmp_path / "data.npz"
-    np.savez(npz, x_train=np.zeros((4, 32, 32, 3), np.uint8), y_train=np.zeros(4, np.int64))
+    np.savez(npz, x_train=np.zeros((4, 32, 32, 3), np.uint8), y_train=np.arange(4) % 2)
     for out, message in ((file, "--out must be a folder"), (file / "below", "because")):
         assert main(["layers", "--preset", "smoke", "--data", str(npz), "--out", str(out)]) == 2
         err = capsys.readouterr().err
@@ -463,7 +463,7 @@ def test_training_needs_the_zca_first(data):
 )
 def test_cli_refuses_bad_arguments(tmp_path, capsys, argv, message):
     bad = tmp_path / "data.npz"
-    np.savez(bad, x_train=np.zeros((4, 32, 32, 3), np.uint8), y_train=np.zeros(4, np.int64))
+    np.savez(bad, x_train=np.zeros((4, 32, 32, 3), np.uint8), y_train=np.arange(4) % 2)
     assert main(["layers", "--preset", "smoke", "--data", str(bad), "--out", str(tmp_path), *argv]) == 2
     assert message in capsys.readouterr().err
 
@@ -474,6 +474,6 @@ def test_cli_refuses_malformed_data(tmp_path, capsys):
     assert main(["layers", "--preset", "smoke", "--data", str(bad), "--out", str(tmp_path)]) == 2
     assert "x_train must have shape" in capsys.readouterr().err
     small = tmp_path / "small.npz"
-    np.savez(small, x_train=np.zeros((4, 32, 32, 3), np.uint8), y_train=np.zeros(4, np.int64))
+    np.savez(small, x_train=np.zeros((10, 32, 32, 3), np.uint8), y_train=np.arange(10) % 2)
     assert main(["layers", "--preset", "smoke", "--data", str(small), "--out", str(tmp_path)]) == 2
-    assert "needs" in capsys.readouterr().err
+    assert "preset 'smoke' needs 500 training" in capsys.readouterr().err

@@ -403,3 +403,28 @@ def test_nan_weights_are_rejected():
     weight[1, 0] = float("nan")
     with pytest.raises(ValueError, match="weight must be finite"):
         rules.SoftWTA().update(torch.randn(5, 3), weight, torch.randn(5, 2))
+
+
+HALF_RULES = {
+    "hebb": rules.hebb, "oja": rules.oja, "instar": rules.instar, "hpca": rules.hpca,
+    "weighted_instar": lambda x, w, y, **g: rules.weighted_instar(x, w, y.abs(), **g),
+    "softwta": lambda x, w, y, **g: rules.SoftWTA(0.1).update(x, w, y, **g),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("form", ["conv", "linear"])
+@pytest.mark.parametrize("name", HALF_RULES)
+def test_half_precision_updates_of_unscaled_pixels_are_finite_and_match_float64(name, form, dtype):
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 256, (8, 3, 16, 16), generator=generator).to(dtype)  # 0..255, exact in both dtypes
+    weight = (torch.randn(6, 3, 5, 5, generator=generator) * 0.01).to(dtype)
+    if form == "linear":  # 1,152 samples of 75 pixels
+        x, weight = F.unfold(x.float(), 5).transpose(1, 2).reshape(-1, 75).to(dtype), weight.flatten(1)
+    y = rules.responses(x, weight)
+    update = HALF_RULES[name](x, weight, y)
+    expected = HALF_RULES[name](x.double(), weight.double(), y.double())  # the same inputs, summed in float64
+    assert update.dtype == dtype and torch.isfinite(update).all()
+    tolerance = 2e-3 if dtype == torch.float16 else 1.6e-2  # about one rounding of the result
+    assert (update.double() - expected).norm() <= tolerance * expected.norm()
+    torch.testing.assert_close(update.double(), expected, rtol=tolerance, atol=tolerance * expected.abs().max().item())

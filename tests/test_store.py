@@ -212,6 +212,37 @@ def test_migrates_legacy_files_once(tmp_path):
             assert len(store.records()) == 2 and len(store.curves()) == 2
 
 
+GARBAGE = {  # line -> what the warning says about it
+    "not json at all": "Expecting value",
+    "123": "a record needs method, regime, layer, seed, settings",
+    "null": "a record needs method",
+    "[1, 2]": "a record needs method",
+    '{"method": "hpca"}': "a record needs method",
+    json.dumps(record(layer="x")): "a record needs method",
+    "[" * 100_000: "maximum recursion depth exceeded",
+    json.dumps(record(layer=10**30)): "too large to convert to SQLite INTEGER",
+    "\x00\x01\x02": "Expecting value",
+}
+
+
+def test_legacy_results_with_garbage_lines_import_the_good_ones(tmp_path):
+    good = [json.dumps(record(layer=layer)) for layer in (1, 2, 3)]
+    lines = [good[0], *GARBAGE, good[1], "", good[2]]
+    (tmp_path / "results.jsonl").write_bytes(("\n".join(lines) + "\n").encode() + b"\xff\xfe not UTF-8\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with ResultStore(tmp_path) as store:
+            assert [r["layer"] for r in store.records()] == [1, 2, 3]
+    said = [str(w.message) for w in caught if w.category is StoreWarning]
+    expected = [(number, message) for number, message in enumerate(GARBAGE.values(), 2)]
+    expected.append((len(lines) + 1, "Expecting value"))  # the undecodable bytes
+    assert len(said) == len(expected)
+    for text, (number, message) in zip(said, expected):
+        assert text.startswith(f"{tmp_path / 'results.jsonl'} line {number}: unreadable record (") and message in text
+        assert text.endswith("; skipped") and "\n" not in text
+    assert (tmp_path / "results.jsonl.migrated").exists() and not (tmp_path / "results.jsonl").exists()
+
+
 def test_legacy_curves_without_a_single_settings_stay_in_place(tmp_path):
     (tmp_path / "results.jsonl").write_text(json.dumps(record()) + "\n" + json.dumps(record(settings="x")) + "\n")
     pd.DataFrame([curve_row(1)]).to_csv(tmp_path / "convergence.csv", index=False)

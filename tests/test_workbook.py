@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import matplotlib
 import nbformat
@@ -47,6 +51,61 @@ def test_batch_injects_parameters_writes_outputs_and_reports_failures(tmp_path, 
     nbformat.write(_notebook("print('fixed')"), folder / "01_rules_and_losses.ipynb")
     workbook.run_workbook(quick=True, out=out, notebooks=folder, only=["01"])
     assert sorted(path.name for path in out.iterdir()) == ["00_overview.ipynb", "01_rules_and_losses.ipynb", "figures"]
+
+
+def test_a_failing_cell_and_a_dead_kernel_are_named_and_the_run_exits_1(tmp_path, capsys) -> None:
+    folder, out = tmp_path / "notebooks", tmp_path / "out"
+    folder.mkdir()
+    nbformat.write(_notebook("x = 1", "# a comment first\nraise ValueError('broken on purpose')", "print('never')"),
+                   folder / "00_overview.ipynb")
+    nbformat.write(_notebook("import os", "os._exit(1)  # the kernel dies", "print('never')"),
+                   folder / "01_rules_and_losses.ipynb")
+    nbformat.write(_notebook("print('fine')"), folder / "02_single_neuron.ipynb")
+    code = main(["workbook", "--quick", "--notebooks", str(folder), "--out", str(out), "--only", "00", "01", "02"])
+    captured = capsys.readouterr()
+    assert code == 1 and "Traceback" not in captured.err
+    lines = captured.out.splitlines()
+    # cells as the source notebook numbers them: the parameters cell, then the notebook's own
+    assert any(line.startswith("[1/3] 00_overview: FAILED after ") and line.endswith(
+        " s in cell 3 of 4 (`raise ValueError('broken on purpose')`): ValueError: broken on purpose") for line in lines)
+    assert any(line.startswith("[2/3] 01_rules_and_losses: FAILED after ") and line.endswith(
+        " s in cell 3 of 4 (`os._exit(1)  # the kernel dies`): the kernel died") for line in lines)
+    assert any(line.startswith("[3/3] 02_single_neuron: ok in ") for line in lines)
+    assert "workbook (quick): 1 ran, 0 skipped, 2 failed" in captured.out
+    assert captured.err.endswith("hebbkit workbook: 2 notebook(s) failed: 00_overview, 01_rules_and_losses; see "
+                                 f"{out}/NAME.failed.ipynb\n")
+    assert sorted(path.name for path in out.iterdir()) == ["00_overview.failed.ipynb", "01_rules_and_losses.failed.ipynb",
+                                                         "02_single_neuron.ipynb", "figures"]  # no .running copy
+    kept = nbformat.read(out / "00_overview.failed.ipynb", as_version=4)
+    (failing,) = [cell for cell in kept.cells if cell.get("outputs") and cell.outputs[0].get("ename")]
+    assert failing.source.endswith("raise ValueError('broken on purpose')") and kept.cells[-1].outputs == []
+    died = nbformat.read(out / "01_rules_and_losses.failed.ipynb", as_version=4)
+    assert died.cells[-1].source == "print('never')" and died.cells[-1].execution_count is None  # the run stopped
+
+
+def test_a_long_cell_gets_heartbeat_lines_naming_it(tmp_path, capsys) -> None:
+    folder, out = tmp_path / "notebooks", tmp_path / "out"
+    folder.mkdir()
+    nbformat.write(_notebook("import time", "# waits\ntime.sleep(3)", "print('done')"), folder / "02_single_neuron.ipynb")
+    workbook.run_workbook(quick=True, out=out, notebooks=folder, only=["02"], heartbeat=0.25)
+    lines = capsys.readouterr().out.splitlines()
+    beats = [line for line in lines if "running cell" in line]
+    assert len(beats) >= 2 and all(line.startswith("[1/1] 02_single_neuron: ") for line in beats)
+    assert any(line.endswith(" s") and "running cell 3 of 4 (`time.sleep(3)`) for " in line for line in beats)
+    assert lines.index(beats[0]) > lines.index("[1/1] 02_single_neuron ...") and lines[-2].startswith("[1/1] 02_single_neuron: ok")
+    with pytest.raises(ValueError, match="heartbeat must be a number > 0"):
+        workbook.run_workbook(quick=True, out=out, notebooks=folder, only=["02"], heartbeat=0)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make here")
+def test_make_lab_opens_jupyter_lab_on_the_notebooks_as_root_too(tmp_path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / ".installed").touch()  # a stand-in environment: make -n prints the command without running it
+    printed = subprocess.run(["make", "-n", "lab", f"VENV={tmp_path}"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+    flags = " --allow-root" if os.geteuid() == 0 else ""  # Jupyter refuses to start as root without it
+    assert printed[-1].rstrip() == f"{tmp_path}/bin/jupyter lab notebooks/{flags}"
+    assert "make lab" in (root / "README.md").read_text().split("## The workbook")[0]  # in the Quick start
 
 
 def test_notebooks_that_need_missing_data_are_skipped_with_the_fix(tmp_path, capsys, monkeypatch) -> None:
