@@ -84,7 +84,9 @@ def _conv_filters(root: Path, data: str | Path | None):
 
 
 def latest_results(folder: str | Path):
-    """The :class:`~hebbkit.lagani.Results` in ``folder``'s results store written with the latest run's settings."""
+    """The :class:`~hebbkit.lagani.Results` in ``folder``'s results store: for each method, the records (and
+    curves) written under that method's latest settings (each method has its own key, so a method re-run with new
+    settings replaces only its own rows)."""
     import pandas as pd
 
     from .lagani import Results
@@ -97,11 +99,18 @@ def latest_results(folder: str | Path):
         records = store.records()
         if not records:
             raise ValueError(f"no results in {folder / STORE_FILE}; run `hebbkit reproduce --out {folder}` first")
-        settings = records[-1]["settings"]
-        latest = pd.DataFrame([r for r in records if r["settings"] == settings])
-        if "dataset" not in latest:  # records from before hebbkit knew other datasets
-            latest = latest.assign(dataset="CIFAR-10", cifar10=True)
-        return Results(latest, store.curves(settings), latest["dataset"].iloc[0], bool(latest["cifar10"].iloc[0]))
+        latest_key = {record["method"]: record["settings"] for record in records}  # records come oldest first
+        latest = pd.DataFrame([r for r in records if r["settings"] == latest_key[r["method"]]])
+        curves = store.curves()
+        if not curves.empty:
+            chosen = [latest_key.get(method) == settings for method, settings in zip(curves["method"], curves["settings"])]
+            curves = curves[chosen].reset_index(drop=True)
+    if "dataset" not in latest:  # records from before hebbkit knew other datasets
+        latest = latest.assign(dataset="CIFAR-10", cifar10=True)
+    if latest["dataset"].nunique() > 1:
+        raise ValueError(f"{folder / STORE_FILE} mixes datasets ({', '.join(sorted(latest['dataset'].unique()))}); "
+                         "keep one dataset per results folder")
+    return Results(latest, curves, latest["dataset"].iloc[0], bool(latest["cifar10"].iloc[0]))
 
 
 def table1_vs_paper_figure(results):

@@ -109,3 +109,23 @@ def test_the_prose_quotes_the_committed_quick_run():
     scratch = verdicts.loc["Hebbian beats training from scratch"]
     margins = ", ".join(f"{d:+.1f}".replace("-", "−") for d in scratch["ours"] - scratch["against"])
     assert margins in verdict_cell, f"notebook 05 should quote the margins over scratch {margins}"
+
+
+def test_each_method_is_read_under_its_own_latest_settings(tmp_path):
+    """Methods have their own keys: the figures show every method, each under the settings of its latest run."""
+    from hebbkit.store import ResultStore
+
+    def record(method, settings, accuracy):
+        return {"method": method, "regime": 1.0, "layer": 1, "seed": 0, "settings": settings,
+                "val_accuracy": accuracy, "history": [], "dataset": "toy", "cifar10": False}
+
+    with ResultStore(tmp_path) as store:
+        store.put(record("hpca", "hpca-old", 10.0))
+        store.put(record("vae", "vae-key", 20.0))
+        store.put(record("hpca", "hpca-new", 30.0))  # HPCA re-run with new settings: only these rows count
+        store.put_curves("vae-key", [{"curve": "val", "method": "vae", "seed": 0, "layer": 1, "epoch": 1}])
+        store.put_curves("hpca-old", [{"curve": "val", "method": "hpca", "seed": 0, "layer": 1, "epoch": 1}])
+    results = figures.latest_results(tmp_path)
+    assert sorted(zip(results.records["method"], results.records["val_accuracy"])) == [("hpca", 30.0), ("vae", 20.0)]
+    assert list(results.curves["settings"]) == ["vae-key"]
+    assert results.dataset == "toy" and not results.cifar10

@@ -101,8 +101,9 @@ def test_a_long_cell_gets_heartbeat_lines_naming_it(tmp_path, capsys) -> None:
 def test_make_lab_opens_jupyter_lab_on_the_notebooks_as_root_too(tmp_path) -> None:
     root = Path(__file__).resolve().parents[1]
     (tmp_path / ".installed").touch()  # a stand-in environment: make -n prints the command without running it
-    printed = subprocess.run(["make", "-n", "lab", f"VENV={tmp_path}"], cwd=root, capture_output=True, text=True,
-                             check=True).stdout.splitlines()
+    # --no-print-directory: under `make test` this make is a sub-make, which would add "Leaving directory" lines
+    printed = subprocess.run(["make", "-n", "--no-print-directory", "lab", f"VENV={tmp_path}"], cwd=root,
+                             capture_output=True, text=True, check=True).stdout.splitlines()
     flags = " --allow-root" if os.geteuid() == 0 else ""  # Jupyter refuses to start as root without it
     assert printed[-1].rstrip() == f"{tmp_path}/bin/jupyter lab notebooks/{flags}"
     assert "make lab" in (root / "README.md").read_text().split("## The workbook")[0]  # in the Quick start
