@@ -103,7 +103,7 @@ def latest_results(folder: str | Path):
         latest = pd.DataFrame([r for r in records if r["settings"] == latest_key[r["method"]]])
         curves = store.curves()
         if not curves.empty:
-            chosen = [latest_key.get(method) == settings for method, settings in zip(curves["method"], curves["settings"])]
+            chosen = curves["method"].map(latest_key) == curves["settings"]
             curves = curves[chosen].reset_index(drop=True)
     if "dataset" not in latest:  # records from before hebbkit knew other datasets
         latest = latest.assign(dataset="CIFAR-10", cifar10=True)
@@ -119,10 +119,11 @@ def table1_vs_paper_figure(results):
     import seaborn as sns
 
     from .lagani import DISPLAY_NAMES, heatmap, table1
+    from .lagani.table import accuracy_name
 
     table = table1(results.records)
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
-    heatmap(table, ax=left, title=f"{results.dataset} validation accuracy")
+    heatmap(table, ax=left, title=f"{results.dataset} {accuracy_name(results.records)} accuracy")
     difference = table.xs("mean", axis=1, level=1) - table.xs("paper", axis=1, level=1)
     difference.index = [f"{regime:g}% {DISPLAY_NAMES[method]}" for regime, method in difference.index]
     sns.heatmap(difference, annot=True, fmt="+.1f", cmap="RdBu", center=0, ax=right, cbar_kws={"label": "points"})
@@ -137,9 +138,10 @@ def _table1_vs_paper(root: Path, data: str | Path | None):
 
 def _table1_heatmap(root: Path, data: str | Path | None):
     from .lagani import heatmap, table1
+    from .lagani.table import accuracy_name
 
     results = latest_results(root / QUICK_RESULTS)
-    ax = heatmap(table1(results.records), title=f"{results.dataset} validation accuracy")
+    ax = heatmap(table1(results.records), title=f"{results.dataset} {accuracy_name(results.records)} accuracy")
     ax.figure.tight_layout()
     return ax.figure
 

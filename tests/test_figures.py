@@ -129,3 +129,14 @@ def test_each_method_is_read_under_its_own_latest_settings(tmp_path):
     assert sorted(zip(results.records["method"], results.records["val_accuracy"])) == [("hpca", 30.0), ("vae", 20.0)]
     assert list(results.curves["settings"]) == ["vae-key"]
     assert results.dataset == "toy" and not results.cifar10
+
+
+def test_the_committed_table_is_rendered_from_the_committed_store():
+    """results/quick/table1.md shows what results/quick/results.sqlite holds (test accuracy, as the paper)."""
+    from hebbkit.lagani import format_table, table1
+    from hebbkit.utils import to_markdown
+
+    results = figures.latest_results(figures.QUICK_RESULTS)
+    written = (figures.QUICK_RESULTS / "table1.md").read_text()
+    assert written.startswith(to_markdown(format_table(table1(results.records))))
+    assert "cifar10 test accuracy" in written

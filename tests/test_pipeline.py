@@ -565,6 +565,7 @@ def test_claim_verdicts_compare_best_layers_per_regime():
     cells = {("hpca", 1): 40.0, ("hpca", 3): 44.0, ("softwta", 1): 45.0, ("vae", 2): 30.0, ("supervised", 3): 46.0}
     rows = [{"method": m, "regime": 1.0, "layer": l, "seed": 0, "val_accuracy": v} for (m, l), v in cells.items()]
     verdicts = claim_verdicts(pd.DataFrame(rows)).set_index("claim")
-    assert verdicts.loc["Hebbian beats VAE", ["ours", "against", "holds"]].tolist() == [45.0, 30.0, "yes"]
-    assert verdicts.loc["Hebbian beats training from scratch", "holds"] == "no"
-    assert verdicts.loc["HPCA beats soft-WTA", ["ours", "against", "holds"]].tolist() == [44.0, 45.0, "no"]
+    assert verdicts.loc["Hebbian beats VAE", ["ours", "against", "difference"]].tolist() == [45.0, 30.0, 15.0]
+    assert verdicts.loc["Hebbian beats training from scratch", "difference"] == -1.0
+    assert verdicts.loc["HPCA beats soft-WTA", ["ours", "against", "difference"]].tolist() == [44.0, 45.0, -1.0]
+    assert set(verdicts["verdict"]) == {"undecided (one seed)"}  # one seed: no interval, so no verdict

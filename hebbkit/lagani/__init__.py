@@ -29,8 +29,9 @@ _NAMES = {
                 "make_method", "preset_methods"),
     "net": ("LAYERS", "VAE", "Classifier", "Head", "LaganiNet", "check_layer"),
     "pretraining": ("pretrain",),
-    "table": ("best_per_regime", "claim_verdicts", "confidence_interval", "convergence_data", "convergence_plot",
-              "format_table", "heatmap", "scratch_differences", "table1", "write_outputs"),
+    "table": ("accuracy_name", "best_layer_verdicts", "best_layers", "best_per_regime", "claim_verdicts",
+              "confidence_interval", "convergence_data", "convergence_plot", "format_table", "heatmap",
+              "paired_difference", "scratch_differences", "shortfalls", "table1", "verdict", "write_outputs"),
 }
 _MODULE_OF = {name: module for module, names in _NAMES.items() for name in names}
 __all__ = [*_MODULE_OF]
