@@ -201,44 +201,45 @@ def check_sanger_patches(rule: Any, images: Tensor, name: str = "Exercise 3") ->
 # -------------------------------------------------------------------------------------- notebook 04
 
 
-def _stepwise_lr(lr: float, decay: float, decay_from: int, epochs: int) -> list[float]:
-    """The rate of each 0-based epoch, by simulation: multiply by ``decay`` at the start of every epoch from
-    ``decay_from`` on (a loop, independent of any closed form)."""
-    rates, rate = [], lr
-    for epoch in range(epochs):
-        if epoch >= decay_from:
-            rate *= decay
-        rates.append(rate)
-    return rates
+def check_cut_and_train(my_cell: Callable[..., float], name: str = "Exercise 3") -> None:
+    """``my_cell(net, layer, labelled, val, config, seed)`` must run one cell of Table 1 with fixed features: cut
+    ``net`` after block ``layer`` (its whitening and blocks 1..layer in eval mode, on normalised images, flattened),
+    train a linear head on the labelled images' features with :func:`hebbkit.lagani.train_head` (``config``,
+    ``seed``, the validation features and labels as ``val``), and return the best validation accuracy (%) of its
+    history. Compared with :func:`hebbkit.lagani.finetune` (``config.frozen``) on synthetic images, a small
+    random network, three cuts and three seeds, within one validation image; the network must come back unchanged."""
+    from .data import synthetic_images
+    from .lagani import FinetuneConfig, LaganiNet, finetune
+    from .loops import settle_statistics
 
-
-def check_lr_schedule(my_lr_at: Callable[[float, float, int, int], float], name: str = "Exercise 3") -> None:
-    """``my_lr_at(lr, decay, decay_from, epoch)`` must return the fine-tuning rate of 0-based ``epoch``: ``lr``
-    multiplied by ``decay`` at the start of every epoch from ``decay_from`` on, i.e.
-    ``lr * decay ** max(0, epoch - decay_from + 1)``. Checked epoch by epoch against a simulation of the
-    schedules of the paper, of the quick preset (also stretched to 4× the epochs for a 1 % subset), and of two
-    edge cases (decay from epoch 0; no decay)."""
-
-    schedules = {  # (lr, decay, decay_from, epochs)
-        "the paper's (20 epochs, halved from epoch 10)": (1e-3, 0.5, 10, 20),
-        "the quick preset's (8 epochs, halved from epoch 4)": (4e-3, 0.5, 4, 8),
-        "the quick preset's stretched 4× for a 1 % subset": (4e-3, 0.5 ** 0.25, 16, 32),
-        "decay from the first epoch": (0.1, 0.9, 0, 5),
-        "no decay (decay = 1)": (0.01, 1.0, 3, 6),
-    }
+    data = synthetic_images(240, 0, seed=3)
+    labelled, val = data.train.subset(slice(0, 120)), data.train.subset(slice(120, 240))
+    config = FinetuneConfig(epochs=6, batch_size=16, lr=0.3, decay_from=6, frozen=True)  # its best epoch is not the last
 
     def check() -> str:
-        for label, (lr, decay, decay_from, epochs) in schedules.items():
-            for epoch, expected in enumerate(_stepwise_lr(lr, decay, decay_from, epochs)):
-                got = _call(my_lr_at, lr, decay, decay_from, epoch)
-                got = float(got.item() if isinstance(got, Tensor) else got)
-                assert abs(got - expected) <= 1e-9 * lr, (
-                    f"{name}: for {label} (lr={lr:g}, decay={decay:g}, decay_from={decay_from}), epoch {epoch} "
-                    f"should run at {expected:.6g}, yours gives {got:.6g}. Hint: epoch decay_from already runs at "
-                    f"lr·decay, and no epoch before it is changed")
-        paper = _stepwise_lr(1e-3, 0.5, 10, 20)
-        return (f"The paper's last epoch runs at {paper[-1]:.2e} = 1e-3 · 0.5^10; the stretched schedule ends at the "
-                f"same {_stepwise_lr(4e-3, 0.5 ** 0.25, 16, 32)[-1]:.1e} as the unstretched {_stepwise_lr(4e-3, 0.5, 4, 8)[-1]:.1e}.")
+        scores = []
+        for layer, seed in ((1, 0), (3, 1), (5, 2)):
+            torch.manual_seed(10 + layer)
+            net = LaganiNet(input_shape=data.train.shape, width=0.125)
+            settle_statistics(net, labelled)  # BN statistics of these images: eval and train mode now differ
+            before = {key: value.clone() for key, value in net.state_dict().items()}
+            got = _call(my_cell, net, layer, labelled, val, config, seed)
+            got = float(got.item() if isinstance(got, Tensor) else got)
+            changed = [key for key, value in net.state_dict().items() if not torch.equal(value, before[key])]
+            assert not changed, (f"{name}: your function changed the network ({changed[0]}, ...). Hint: the blocks "
+                                 "are fixed: compute features in eval mode (net.eval()) under torch.no_grad()")
+            _, history = finetune(net, layer, labelled, config, seed=seed, val=val)
+            expected = max(entry["val_accuracy"] for entry in history)
+            last = history[-1]["val_accuracy"]
+            took_last = abs(got - last) < 1e-6 and abs(got - expected) > 1e-6
+            hint = ("the best epoch's accuracy, not the last one's" if took_last
+                    else "net.features(images.float(), layer) gives the cut; train_head(features, labelled.labels, "
+                         "net.num_classes, config, seed=seed, val=(val_features, val.labels))")
+            assert abs(got - expected) <= 100 / len(val) + 1e-6, (
+                f"{name}: at L{layer} with seed {seed} the reference reaches {expected:.1f} %, yours {got:.1f} %. "
+                f"Hint: {hint}")
+            scores.append(f"L{layer} {got:.1f} %")
+        return "(" + ", ".join(scores) + " on the synthetic gratings.)"
 
     _run(name, check)
 

@@ -6,6 +6,7 @@ solution states (`name = value`) passes the notebook's check."""
 from __future__ import annotations
 
 import re
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from hebbkit import exercises
+from hebbkit import exercises, lagani
 from hebbkit.catalog import NOTEBOOKS as NAMES
 from hebbkit.data import synthetic_images
 
@@ -56,7 +57,7 @@ EXERCISES = coding_exercises()
 
 def namespace() -> dict:
     """What the exercise cells use from their notebook's setup: small synthetic images stand in for CIFAR-10."""
-    return {"torch": torch, "dataclass": dataclass, "pd": pd, "exercises": exercises,
+    return {"torch": torch, "dataclass": dataclass, "pd": pd, "exercises": exercises, "lagani": lagani,
             "images": synthetic_images(200, 10).train.float()}
 
 
@@ -107,6 +108,17 @@ def _margins(results, how: str = "mean"):
     return means.drop(index="supervised", level="method").sub(means.xs("supervised", level="method"), level="regime")
 
 
+def _cell(net, layer, labelled, val, config, seed, mode="eval", pick=None, normalize=True, shift=0):
+    """Notebook 04's one cell of Table 1, right by default, wrong in the way each keyword says."""
+    net.train(mode == "train")
+    with torch.no_grad():
+        cut = max(1, layer + shift)
+        x, v = (net.features(images.float(normalize=normalize), cut) for images in (labelled, val))
+    _, history = lagani.train_head(x, labelled.labels, net.num_classes, config, seed=seed, val=(v, val.labels))
+    best = (pick or (lambda h: max(h, key=lambda entry: entry["val_accuracy"])))(history)
+    return best["val_accuracy"]
+
+
 def _naive_softmax(y, temperature):
     e = (y / temperature).exp()
     return e / e.sum(1, keepdim=True)
@@ -122,8 +134,10 @@ WRONG = [
     (exercises.check_sanger, _OjaPerUnit()),
     (exercises.check_sanger, _NoScale()),
     (lambda rule: exercises.check_sanger_patches(rule, namespace()["images"]), _OjaPerUnit()),
-    (exercises.check_lr_schedule, lambda lr, decay, start, epoch: lr * decay ** max(0, epoch - start)),  # one late
-    (exercises.check_lr_schedule, lambda lr, decay, start, epoch: lr * decay ** (epoch - start + 1)),  # no max: grows
+    (exercises.check_cut_and_train, partial(_cell, mode="train")),  # batch statistics: the network changes
+    (exercises.check_cut_and_train, partial(_cell, pick=lambda history: history[-1])),  # the last epoch
+    (exercises.check_cut_and_train, partial(_cell, normalize=False)),  # raw pixels
+    (exercises.check_cut_and_train, partial(_cell, shift=-1)),  # the cut one block too low
     (exercises.check_confidence_interval, lambda v: (np.mean(v), 1.96 * np.std(v, ddof=1) / np.sqrt(len(v)))),  # z
     (exercises.check_confidence_interval, lambda v: (np.mean(v), _t(v) * np.std(v) / np.sqrt(len(v)))),  # ddof=0
     (exercises.check_confidence_interval, lambda v: (np.mean(v), _t(v) * np.std(v, ddof=1) / np.sqrt(len(v))
