@@ -285,6 +285,60 @@ def check_confidence_interval(my_interval: Callable[[Any], tuple[float, float]],
     _run(name, check)
 
 
+def check_paired_verdict(my_verdict: Callable[[Any, Any], tuple[float, float, str]], name: str = "Exercise 5") -> None:
+    """``my_verdict(a, b)``, with ``a`` and ``b`` pandas Series of accuracies indexed by seed, must return
+    ``(difference, half_width, verdict)``: the mean of ``a − b`` over the seeds present in both, **paired by seed**
+    (the index, not the order), the 95 % Student-t half-width of those differences (NaN for one seed), and the
+    workbook's one noise rule: ``"supported"`` when the interval lies above 0, ``"reversed"`` below it, else
+    ``"undecided"`` (``"undecided (one seed)"`` without an interval). Compared with
+    :func:`hebbkit.lagani.paired_difference`."""
+    import math
+
+    import pandas as pd
+
+    from .lagani import paired_difference
+
+    shared = [-3.0, 2.5, 0.5, -1.5, 1.0]  # a seed's luck, shared by both methods
+    cases = {
+        "a steady +0.8 under a large shared spread": (
+            pd.Series([50 + s + 0.8 + j for s, j in zip(shared, (0.1, -0.1, 0.0, 0.05, -0.05))], index=[0, 1, 2, 3, 4]),
+            pd.Series([50 + s for s in shared], index=[0, 1, 2, 3, 4])),
+        "the same, with the seeds in another order": (
+            pd.Series([50 + s + 0.8 for s in shared][::-1], index=[4, 3, 2, 1, 0]),
+            pd.Series([50 + s for s in shared], index=[0, 1, 2, 3, 4])),
+        "a seed missing on one side": (pd.Series([41.0, 44.0, 42.5], index=[0, 1, 2]),
+                                       pd.Series([40.0, 41.0], index=[1, 2])),
+        "a steady loss": (pd.Series([40.0, 41.0, 39.5, 40.5]), pd.Series([42.0, 43.2, 41.4, 42.9])),
+        "one seed": (pd.Series([45.0], index=[3]), pd.Series([41.0], index=[3])),
+    }
+
+    def check() -> str:
+        for label, (a, b) in cases.items():
+            got = _call(my_verdict, a.copy(), b.copy())
+            assert len(got) == 3, f"{name}: return (difference, half_width, verdict), got {got!r}"
+            difference, half, verdict = float(got[0]), float(got[1]), got[2]
+            expected = paired_difference(a, b)
+            assert abs(difference - expected["difference"]) < 1e-6, (
+                f"{name}: for {label} the mean paired difference is {expected['difference']:+.3f}, yours "
+                f"{difference:+.3f}. Hint: subtract seed by seed, aligned on the index (a - b does that), and keep "
+                f"only the seeds present in both (dropna)")
+            if math.isnan(expected["ci95"]):
+                assert math.isnan(half), f"{name}: one seed gives no interval: return float('nan'), not {half}"
+            else:
+                assert abs(half - expected["ci95"]) < 1e-6, (
+                    f"{name}: for {label} the 95 % half-width of the paired differences is {expected['ci95']:.3f}, "
+                    f"yours {half:.3f}. Hint: the interval of the differences themselves (t with n − 1 degrees of "
+                    f"freedom, s with ddof=1), not of each method's accuracies")
+            assert verdict == expected["verdict"], (
+                f"{name}: for {label} the verdict is {expected['verdict']!r}, yours {verdict!r}. Hint: supported only "
+                f"when difference − half_width > 0; reversed when difference + half_width < 0")
+        steady = paired_difference(*cases["a steady +0.8 under a large shared spread"])
+        return (f"A steady +0.8 under a shared spread of ±3 points: {steady['difference']:+.2f} ± "
+                f"{steady['ci95']:.2f}, {steady['verdict']}, which two separate intervals would never show.")
+
+    _run(name, check)
+
+
 def _toy_results() -> "pd.DataFrame":
     """A results table shaped like ``reproduce``'s: (regime, method, layer, seed) → val_accuracy, rows shuffled."""
     import pandas as pd

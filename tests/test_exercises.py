@@ -119,6 +119,22 @@ def _cell(net, layer, labelled, val, config, seed, mode="eval", pick=None, norma
     return best["val_accuracy"]
 
 
+def _verdict(mean, half):
+    if np.isnan(half):
+        return mean, half, "undecided (one seed)"
+    return mean, half, "supported" if mean - half > 0 else "reversed" if mean + half < 0 else "undecided"
+
+
+def _welch(a, b):
+    return _t(a) * np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) if len(a) > 1 else float("nan")
+
+
+def _paired(a, b, z=False):
+    d = (a - b).dropna()
+    half = (1.96 if z else _t(d)) * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+    return _verdict(d.mean(), half)
+
+
 def _naive_softmax(y, temperature):
     e = (y / temperature).exp()
     return e / e.sum(1, keepdim=True)
@@ -142,6 +158,10 @@ WRONG = [
     (exercises.check_confidence_interval, lambda v: (np.mean(v), _t(v) * np.std(v) / np.sqrt(len(v)))),  # ddof=0
     (exercises.check_confidence_interval, lambda v: (np.mean(v), _t(v) * np.std(v, ddof=1) / np.sqrt(len(v))
                                                      if len(v) > 1 else 0.0)),  # one seed: 0 instead of NaN
+    (exercises.check_paired_verdict, lambda a, b: _verdict(a.mean() - b.mean(), _welch(a, b))),  # unpaired
+    (exercises.check_paired_verdict,
+     lambda a, b: _paired(a.reset_index(drop=True), b.reset_index(drop=True))),  # paired by position, not seed
+    (exercises.check_paired_verdict, lambda a, b: _paired(a, b, z=True)),  # 1.96 instead of t
     (exercises.check_scratch_margins, lambda r: -_margins(r)),  # scratch minus method
     (exercises.check_scratch_margins, lambda r: _margins(r, "first")),  # one seed instead of the mean
 ]
