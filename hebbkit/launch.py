@@ -18,6 +18,7 @@ go on. submitit keeps its scripts, pickles and logs in the launcher's folder.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,10 @@ class Launcher:
             self._executor = submitit.LocalExecutor(self.folder)
             self._executor.update_parameters(timeout_min=config.time_min)
         else:
+            missing = [command for command in ("sbatch", "srun") if shutil.which(command) is None]
+            if missing:
+                raise ValueError(f"--launcher slurm needs SLURM's {' and '.join(missing)} on PATH (run it on the "
+                                 f"cluster's login node); elsewhere use --launcher local")
             self._executor = submitit.AutoExecutor(self.folder, cluster="slurm")
             parameters = {"timeout_min": config.time_min, "nodes": 1, "tasks_per_node": 1,
                           "cpus_per_task": config.cpus_per_task, "name": "hebbkit"}
