@@ -250,3 +250,28 @@ def test_a_store_that_cannot_be_opened_is_one_line_and_exit_2(data, tmp_path, ca
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1
     assert err.startswith(f"hebbkit reproduce: error: {tmp_path / 'out' / STORE_FILE} is a folder")
+
+
+def test_a_disk_full_mid_run_is_one_line_naming_the_store_not_the_cleanup(data, tmp_path, capsys, monkeypatch):
+    import sqlite3
+
+    from hebbkit import store as store_module
+
+    def full(self, record):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    def no_room(obj, path):
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    npz = _npz(data, tmp_path)
+    monkeypatch.setattr(store_module.ResultStore, "_insert", full)
+    monkeypatch.setattr(experiment.torch, "save", no_room)
+    with pytest.warns(CacheWarning, match="could not be saved \\(PytorchStreamWriter failed writing file"):
+        status = main(["reproduce", "--preset", "smoke", "--methods", "supervised", "--layers", "1", "--data",
+                       str(npz), "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")])
+    err = capsys.readouterr().err.splitlines()
+    assert status == 2 and err == [f"hebbkit reproduce: error: {tmp_path / 'out' / STORE_FILE} cannot be written: "
+                                   f"the disk is full (database or disk is full); free some space and run again "
+                                   f"(stored results are kept)"]
+    with ResultStore(tmp_path / "out") as store:
+        assert store.claims() == {}  # released on the way out

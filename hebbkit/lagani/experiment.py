@@ -248,8 +248,7 @@ def run_experiment(
     weight cache. Output folders are checked before any work. ``launcher``: where the units (method, seed) run
     (:mod:`hebbkit.launch`; default: here, one after the other); this process alone writes the store, as
     results come back, and a unit whose worker failed is named in ``Results.failed``. ``threads``: torch CPU
-    threads in each worker.
-    """
+    threads in each worker (default, local workers: this host's cores shared among them)."""
     chosen = _choose(get_preset(preset), methods, regimes, layers, seeds)
     out = None if out is None else check_output_dir("out", out)
     cache = None if cache is None else check_output_dir("cache", cache)
@@ -262,6 +261,8 @@ def run_experiment(
     if not isinstance(launcher, Launcher):
         gpus = torch.cuda.device_count() if resolved is not None and resolved.type == "cuda" else 0
         launcher = Launcher(config, None if out is None else out / "launch", gpus=gpus)
+    if config.kind == "local" and threads is None:  # the workers share this host's cores
+        threads = max(1, (os.cpu_count() or 1) // launcher.capacity)
     source = data
     data = _capped(data if isinstance(data, Dataset) else load_data(data), chosen)
     if config.kind != "inline" and not isinstance(source, Dataset):  # workers read the data themselves
@@ -287,6 +288,7 @@ def run_experiment(
 
         pending = [(method, seed) for seed in range(chosen.seeds) for method in chosen.methods]
         running: list[Job] = []
+        held: set[str] = set()  # the units this process has claimed and not yet released
         try:
             while pending or running:
                 calls = []
@@ -298,6 +300,7 @@ def run_experiment(
                     unit = f"{method}/seed{seed}/{keys[method]}"
                     if not cells or not store.claim(unit):
                         continue  # finished, or another process works on it
+                    held.add(unit)
                     here = config.kind == "inline"  # records are written one by one as the unit makes them
                     calls.append(((method, seed, unit), (chosen, method, seed, source, cells),
                                   {"cache": cache, "device": unit_device, "progress": progress,
@@ -319,11 +322,12 @@ def run_experiment(
                         if config.kind != "inline":
                             keep(method, records, rows)
                     store.release(unit)
+                    held.discard(unit)
         except BaseException:
             launcher.cancel(running)
-            for job in running:
+            for unit in held:
                 with suppress(StoreError):  # the first error (a full disk, say) is the one to report
-                    store.release(job.tag[2])
+                    store.release(unit)
             raise
         wanted = chosen.grid()
         records = [r for method in chosen.methods for r in store.records(keys[method])  # methods may share a key
