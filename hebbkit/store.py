@@ -439,7 +439,7 @@ def merge_stores(sources: Sequence[str | Path], out: str | Path, keep_first: boo
     folders = list(dict.fromkeys(Path(source) for source in sources))
     reading = [out] if (out / STORE_FILE).exists() and out.resolve() not in {f.resolve() for f in folders} else []
     for folder in folders:
-        if not (folder / STORE_FILE).is_file():
+        if not (folder / STORE_FILE).exists():
             raise StoreError(f"{folder / STORE_FILE} does not exist: each source must be an output folder with a store")
     for folder in reading + folders:
         with ResultStore(folder) as store:
@@ -467,6 +467,6 @@ def merge_command(args: argparse.Namespace) -> int:
     records, curves = merge_stores(args.sources, args.out, keep_first=args.keep_first)
     with ResultStore(args.out) as store:
         total = len(store.records())
-    print(f"merged {len(args.sources)} stores into {Path(args.out) / STORE_FILE}: {records} records and {curves} "
+    print(f"merged {len(set(map(Path, args.sources)))} stores into {Path(args.out) / STORE_FILE}: {records} records and {curves} "
           f"curve rows added, {total} records in all")
     return 0

@@ -414,4 +414,7 @@ def test_merge_command_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("hebbkit merge: error: conflict") and err.count("\n") == 1
     assert main(["merge", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
-    assert "nowhere" in capsys.readouterr().err
+    assert f"{tmp_path / 'nowhere' / STORE_FILE} does not exist" in capsys.readouterr().err
+    (tmp_path / "odd" / STORE_FILE).mkdir(parents=True)
+    assert main(["merge", str(tmp_path / "odd"), "--out", str(tmp_path / "out")]) == 2
+    assert f"{tmp_path / 'odd' / STORE_FILE} is a folder" in capsys.readouterr().err
