@@ -150,12 +150,16 @@ class Launcher:
         """A finished unit's return value, or :class:`UnitFailed` (one line: the worker, why, its log)."""
         if job._outcome is not None:
             return job._outcome[1]
+        from submitit.core.utils import UncompletedJobError
+
         try:
             return job._job.result()
-        except Exception as error:  # submitit's FailedJobError / UncompletedJobError, with the log inside
+        except UncompletedJobError:
+            reason = "it ended without a result: killed, or out of memory or time"
+        except Exception as error:  # submitit's FailedJobError (the unit raised), its traceback inside
             lines = [line.strip() for line in str(error).splitlines() if line.strip()]
             reason = next((line for line in reversed(lines) if "Error" in line), lines[0] if lines else repr(error))
-            raise UnitFailed(f"{job.worker} failed ({reason[:200]}); its log: {job._job.paths.stderr}") from None
+        raise UnitFailed(f"{job.worker} failed ({reason[:200]}); its log: {job._job.paths.stderr}")
 
     def cancel(self, jobs: Sequence[Job]) -> None:
         """Stop the workers of ``jobs`` that still run (on an interrupt)."""
