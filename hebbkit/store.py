@@ -168,9 +168,8 @@ class ResultStore:
             for statement in SCHEMA.split(";")[:-1]:
                 self._db.execute(statement)
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(claims)")}
-            for column in ("since REAL", "worker TEXT"):  # a store from before claims said who and since when
-                if column.split()[0] not in columns:
-                    self._db.execute(f"ALTER TABLE claims ADD COLUMN {column}")
+            self._claims_say_who = {"since", "worker"} <= columns  # else a store from before they did: added
+            # on the first claim, so that opening and reading a store changes nothing in it
 
     def __enter__(self) -> ResultStore:
         return self
@@ -278,6 +277,11 @@ class ResultStore:
         123"``; ``None``: this process); ``False`` while another live process holds it. A claim is stale when
         its owner is a dead process on this host, or its heartbeat is over :data:`STALE_SECONDS` old."""
         with self._transaction():
+            if not self._claims_say_who:
+                for column in ("since REAL", "worker TEXT"):
+                    with suppress(sqlite3.OperationalError):  # another process added it first
+                        self._db.execute(f"ALTER TABLE claims ADD COLUMN {column}")
+                self._claims_say_who = True
             held = self._db.execute("SELECT owner, refreshed, since FROM claims WHERE unit = ?", (unit,)).fetchone()
             if held is not None and held[0] != self.owner and not _stale(*held[:2]):
                 return False
@@ -296,7 +300,8 @@ class ResultStore:
     @_guarded
     def claims(self) -> dict[str, dict]:
         """Every claim, by unit: ``owner``, ``worker``, ``since`` and ``refreshed`` (epoch seconds) and ``stale``."""
-        rows = self._db.execute("SELECT unit, owner, worker, since, refreshed FROM claims ORDER BY unit").fetchall()
+        columns = "worker, since" if self._claims_say_who else "NULL, NULL"
+        rows = self._db.execute(f"SELECT unit, owner, {columns}, refreshed FROM claims ORDER BY unit").fetchall()
         return {unit: {"owner": owner, "worker": worker, "since": since if since is not None else refreshed,
                        "refreshed": refreshed, "stale": _stale(owner, refreshed)}
                 for unit, owner, worker, since, refreshed in rows}

@@ -178,13 +178,19 @@ def test_a_claim_says_who_and_since_when_and_its_heartbeat_keeps_it_fresh(tmp_pa
 
 
 def test_a_store_without_the_claims_columns_gets_them(tmp_path):
-    with closing(sqlite3.connect(tmp_path / STORE_FILE, isolation_level=None)) as raw:
-        raw.execute("PRAGMA application_id=1214603874")
-        raw.execute("CREATE TABLE claims (unit TEXT PRIMARY KEY, owner TEXT NOT NULL, refreshed REAL NOT NULL)")
+    ResultStore(tmp_path).close()
+    with closing(sqlite3.connect(tmp_path / STORE_FILE, isolation_level=None)) as raw:  # as hebbkit 0.1 left it
+        raw.execute("ALTER TABLE claims DROP COLUMN since")
+        raw.execute("ALTER TABLE claims DROP COLUMN worker")
         raw.execute("INSERT INTO claims VALUES ('u', 'elsewhere:1', ?)", (time.time(),))
-    with ResultStore(tmp_path) as store:
+    before = (tmp_path / STORE_FILE).read_bytes()
+    with ResultStore(tmp_path) as store:  # opened and read: unchanged (a committed store stays as it is)
         assert store.claims()["u"]["since"] == store.claims()["u"]["refreshed"]
+        assert store.claims()["u"]["worker"] is None
+    assert (tmp_path / STORE_FILE).read_bytes() == before
+    with ResultStore(tmp_path) as store:
         assert store.claim("v", worker="slurm job 7_1")
+        assert store.claims()["v"]["worker"] == "slurm job 7_1"
 
 
 def test_racing_processes_get_disjoint_claims(tmp_path):
