@@ -18,6 +18,7 @@ LAYERS_PRESETS = ("smoke", "quick", "full")  # miconi.PRESETS
 LAYERS = (1, 2, 3, 4, 5)  # lagani.LAYERS
 RULES = ("hebb", "instar", "oja")  # miconi.RULES
 INTERVENTIONS = ("none", "sparse-plasticity", "pruning", "both")  # miconi.INTERVENTIONS
+LAUNCHERS = ("inline", "local", "slurm")  # launch.KINDS
 DEFAULT_CACHE = Path.home() / ".cache" / "hebbkit" / "weights"  # lagani.experiment.DEFAULT_CACHE
 DEVICE_HELP = "auto (default: $HEBBKIT_DEVICE if set, else CUDA when present, else CPU), cpu, cuda, cuda:N or mps"
 DATA_HELP = ("the images: an npz file (x_train, y_train[, x_test, y_test]; or a folder holding cifar10.npz), a "
@@ -96,8 +97,10 @@ def _add_reproduce(commands: argparse._SubParsersAction) -> None:
         description="Pre-train Lagani's six-layer network with each method (see --methods), fine-tune it on the "
         "labelled percentage of the training pool, score every layer cut on validation and test images, and "
         "write Table 1 beside the paper's values (table1.csv / table1.md), a heatmap and the convergence curves. "
-        "Finished cells are kept in OUT/results.sqlite: a re-run resumes, and several processes started alike "
-        "(one per GPU) share the grid.",
+        "Finished cells are kept in OUT/results.sqlite: a re-run resumes, and several processes on one host started "
+        "alike share the grid. Each unit (method, seed) runs here (--launcher inline), in local worker processes "
+        "(local) or as a task of a SLURM job array (slurm; submitit's logs in OUT/launch); this process alone writes "
+        "the store. Exit status 1 when a unit's worker failed (the others are kept; a re-run retries it).",
     )
     parser.add_argument(
         "--preset", choices=REPRODUCE_PRESETS, default="quick",
@@ -120,7 +123,38 @@ def _add_reproduce(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--threads", type=int, help="torch CPU threads, >= 1 (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--status", action="store_true",
+                        help="run nothing: list the grid's units in OUT, done, running (by whom, since when) or "
+                        "missing (works while a run goes on; give the run's --preset/--methods/... and --data)")
+    launch = parser.add_argument_group("launcher (where the units run)")
+    launch.add_argument("--launcher", choices=LAUNCHERS, default="inline",
+                        help="inline (here, one unit after another; default), local (worker processes on this "
+                        "host, one GPU each where there are GPUs) or slurm (one SLURM job array, a unit per task)")
+    launch.add_argument("--parallel", type=int, metavar="N",
+                        help="units at once: local (default: the GPUs, else 2) or the SLURM array's %%N limit")
+    launch.add_argument("--time-min", type=int, default=24 * 60, metavar="MINUTES",
+                        help="time limit of one unit in minutes (local and slurm; default 1440)")
+    launch.add_argument("--partition", help="slurm: the partition (default: the cluster's)")
+    launch.add_argument("--gpus-per-task", type=int, default=1, metavar="N",
+                        help="slurm: GPUs per unit, as --gres=gpu:N (0 for a CPU partition; default 1)")
+    launch.add_argument("--cpus-per-task", type=int, default=4, metavar="N", help="slurm: CPUs per unit (default 4)")
     parser.set_defaults(handler="hebbkit.lagani.experiment:run_command")
+
+
+def _add_merge(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "merge",
+        help="join the results stores of output folders (filled on two hosts, say) into one",
+        description="Copy every record and convergence row of the sources' results.sqlite into OUT's (created, or "
+        "added to). A cell held by several stores must hold the same numbers in each (timings may differ): "
+        "otherwise nothing is written and the cell is named, unless --keep-first. Then `hebbkit reproduce --out "
+        "OUT` with the run's options writes the table without recomputing.",
+    )
+    parser.add_argument("sources", nargs="+", metavar="SOURCE", help="output folders holding results.sqlite")
+    parser.add_argument("--out", required=True, help="the output folder to merge into")
+    parser.add_argument("--keep-first", action="store_true",
+                        help="on a conflict keep the copy of the first folder (OUT's own, then the sources in order)")
+    parser.set_defaults(handler="hebbkit.store:merge_command")
 
 
 def _add_layers(commands: argparse._SubParsersAction) -> None:
@@ -161,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("--data", type=Path, help=DATA_HELP)
     info.set_defaults(handler=_info)
-    for add in (_add_workbook, _add_figures, _add_reproduce, _add_layers):
+    for add in (_add_workbook, _add_figures, _add_reproduce, _add_merge, _add_layers):
         add(commands)
     return parser
 

@@ -36,7 +36,7 @@ def test_help_imports_nothing_heavy() -> None:
 def test_every_subcommand_and_option_has_help_and_a_description() -> None:
     parser = cli.build_parser()
     commands = _subparsers(parser)
-    assert sorted(commands) == ["figures", "info", "layers", "reproduce", "workbook"]
+    assert sorted(commands) == ["figures", "info", "layers", "merge", "reproduce", "workbook"]
     (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     assert all(choice.help for choice in action._choices_actions)
     for name, sub in commands.items():

@@ -69,7 +69,7 @@ def test_a_grid_claimed_by_a_live_process_is_left_to_it(data, tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         with ResultStore(tmp_path) as store:  # a claim as another live process on this host holds it
-            store._db.execute("INSERT INTO claims VALUES (?, ?, ?)",
+            store._db.execute("INSERT INTO claims (unit, owner, refreshed) VALUES (?, ?, ?)",
                               (f"supervised/seed0/{key}", f"{store.owner.rpartition(':')[0]}:{sleeper.pid}", 1e12))
         results = run_experiment(preset, data=data, out=tmp_path, cache=None, progress=False)
         assert results.records.empty

@@ -12,7 +12,7 @@ from contextlib import closing
 import pandas as pd
 import pytest
 
-from hebbkit.store import STORE_FILE, ResultStore, StoreWarning
+from hebbkit.store import STALE_SECONDS, STORE_FILE, ResultStore, StoreError, StoreWarning, merge_stores
 
 CONTEXT = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
 GRID = [(method, regime, layer, seed) for method in ("hpca", "sgd") for regime in (1.0, 10.0, 100.0)
@@ -144,18 +144,53 @@ def test_claims_live_dead_release(tmp_path):
         holder.join(timeout=30)
 
 
-def test_claims_of_other_hosts_expire_after_a_day(tmp_path):
+def test_claims_of_other_hosts_go_stale_without_a_heartbeat(tmp_path):
     with ResultStore(tmp_path) as store:
         with closing(sqlite3.connect(tmp_path / STORE_FILE, isolation_level=None)) as raw:
-            raw.executemany("INSERT INTO claims VALUES (?, ?, ?)", [
-                ("recent", "elsewhere:1", time.time() - 3600),
-                ("old", "elsewhere:1", time.time() - 25 * 3600),
+            raw.executemany("INSERT INTO claims (unit, owner, refreshed) VALUES (?, ?, ?)", [
+                ("recent", "elsewhere:1", time.time() - STALE_SECONDS + 60),
+                ("old", "elsewhere:1", time.time() - STALE_SECONDS - 60),
                 ("garbled", f"{socket.gethostname()}:notapid", time.time())])
-        assert not store.claim("recent")  # another host's process cannot be checked: respected
+        assert STALE_SECONDS <= 600  # minutes, not a day
+        assert not store.claim("recent")  # another host's process cannot be checked: respected while it beats
         assert store.claim("old")
         assert not store.claim("garbled")
         store.release("recent")  # not ours: nothing happens
         assert not store.claim("recent")
+
+
+def test_a_claim_says_who_and_since_when_and_its_heartbeat_keeps_it_fresh(tmp_path):
+    with ResultStore(tmp_path) as store:
+        before = time.time()
+        assert store.claim("hpca/seed0/s", worker="local job 42")
+        with closing(sqlite3.connect(tmp_path / STORE_FILE, isolation_level=None)) as raw:
+            raw.execute("UPDATE claims SET refreshed = refreshed - 3600, since = since - 3600")  # an hour ago
+        (claim,) = store.claims().values()
+        assert claim["owner"] == store.owner and claim["worker"] == "local job 42"
+        assert claim["refreshed"] < before - 3000 and claim["stale"]  # no heartbeat for an hour: stale
+        with store.heartbeat(every=0.05):
+            time.sleep(0.5)
+        claim = store.claims()["hpca/seed0/s"]
+        assert claim["refreshed"] >= before and claim["since"] < before - 3000  # refreshed; since unchanged
+        assert not claim["stale"]
+        assert store.claim("hpca/seed0/s")  # re-claimed by its owner: since stays
+        assert store.claims()["hpca/seed0/s"]["since"] < before - 3000
+
+
+def test_a_store_without_the_claims_columns_gets_them(tmp_path):
+    ResultStore(tmp_path).close()
+    with closing(sqlite3.connect(tmp_path / STORE_FILE, isolation_level=None)) as raw:  # as hebbkit 0.1 left it
+        raw.execute("ALTER TABLE claims DROP COLUMN since")
+        raw.execute("ALTER TABLE claims DROP COLUMN worker")
+        raw.execute("INSERT INTO claims VALUES ('u', 'elsewhere:1', ?)", (time.time(),))
+    before = (tmp_path / STORE_FILE).read_bytes()
+    with ResultStore(tmp_path) as store:  # opened and read: unchanged (a committed store stays as it is)
+        assert store.claims()["u"]["since"] == store.claims()["u"]["refreshed"]
+        assert store.claims()["u"]["worker"] is None
+    assert (tmp_path / STORE_FILE).read_bytes() == before
+    with ResultStore(tmp_path) as store:
+        assert store.claim("v", worker="slurm job 7_1")
+        assert store.claims()["v"]["worker"] == "slurm job 7_1"
 
 
 def test_racing_processes_get_disjoint_claims(tmp_path):
@@ -267,3 +302,125 @@ def test_not_a_store_is_a_clear_error(tmp_path):
         raw.execute("CREATE TABLE t (x)")
     with pytest.raises(ValueError, match="not a hebbkit results store \\(SQLite\\): it holds other tables"):
         ResultStore(tmp_path / "foreign")
+
+
+def test_records_without_val_accuracy_or_history_are_skipped_with_a_warning(tmp_path):
+    with ResultStore(tmp_path) as store:
+        store.put(record(layer=1))
+        no_accuracy = {k: v for k, v in record(layer=2).items() if k != "val_accuracy"}
+        no_history = {k: v for k, v in record(layer=3).items() if k != "history"}
+        store.put(no_accuracy)
+        store.put(no_history)
+        store.put(record(layer=4, val_accuracy="high"))
+        with pytest.warns(StoreWarning) as caught:
+            assert store.records() == [record(layer=1)]
+        said = " ".join(str(w.message) for w in caught)
+        assert "KeyError('val_accuracy')" in said and "KeyError('history')" in said and "not a number" in said
+        assert store.done("abc123abc123") == {("hpca", 1.0, 1, 0)}  # to be recomputed
+
+
+def _one_line(error: pytest.ExceptionInfo, path) -> str:
+    text = str(error.value)
+    assert "\n" not in text and str(path) in text
+    return text
+
+
+def test_a_folder_named_results_sqlite_is_one_line(tmp_path):
+    (tmp_path / STORE_FILE).mkdir()
+    with pytest.raises(StoreError) as error:
+        ResultStore(tmp_path)
+    assert "is a folder" in _one_line(error, tmp_path / STORE_FILE)
+
+
+def test_a_full_disk_is_one_line_naming_the_store_and_keeps_what_was_stored(tmp_path):
+    with ResultStore(tmp_path) as store:
+        store.put(record(layer=1))
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count = {pages}")  # as if the disk had no room left
+        with pytest.raises(StoreError) as error:
+            store.put(record(layer=2, history=[{"epoch": e, "pad": "x" * 500} for e in range(200)]))
+        assert "disk is full" in _one_line(error, tmp_path / STORE_FILE)
+    with ResultStore(tmp_path) as store:
+        assert [r["layer"] for r in store.records()] == [1]
+
+
+def test_a_store_locked_by_another_process_is_one_line(tmp_path):
+    ResultStore(tmp_path).close()
+    with closing(sqlite3.connect(tmp_path / STORE_FILE, isolation_level=None)) as other:
+        other.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StoreError) as error:
+            with ResultStore(tmp_path, timeout=0.2) as store:
+                store.put(record())
+        other.execute("ROLLBACK")
+    assert "locked by another process" in _one_line(error, tmp_path / STORE_FILE)
+
+
+def test_a_store_damaged_past_its_header_is_one_line_when_read(tmp_path):
+    with ResultStore(tmp_path) as store:
+        for layer in range(300):
+            store.put(record(layer=layer, history=[{"epoch": 1, "pad": "y" * 300}]))
+    path = tmp_path / STORE_FILE
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    assert len(data) > 8 * page
+    data[2 * page: len(data) - page] = bytes(random.Random(0).getrandbits(8) for _ in range(len(data) - 3 * page))
+    path.write_bytes(bytes(data))
+    with ResultStore(tmp_path) as store:  # the header and the schema are intact: it opens
+        with pytest.raises(StoreError) as error:
+            store.records()
+    assert " is damaged (database disk image is malformed); move it away" in _one_line(error, path)
+
+
+# ------------------------------------------------------------------------------------------- merging
+
+
+def _filled(folder, cells, **extra):
+    with ResultStore(folder) as store:
+        for layer in cells:
+            store.put(record(layer=layer, **extra))
+        store.put_curves("abc123abc123", [curve_row(layer) for layer in cells])
+
+
+def test_merge_joins_two_stores_and_agreeing_duplicates_count_once(tmp_path):
+    _filled(tmp_path / "a", [1, 2, 3], worker="host-a:1", seconds=3.0)
+    _filled(tmp_path / "b", [3, 4], worker="host-b:9", seconds=7.0)  # cell 3 twice: same numbers, other timing
+    added, curves = merge_stores([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
+    assert (added, curves) == (4, 4)
+    with ResultStore(tmp_path / "out") as store:
+        assert sorted(r["layer"] for r in store.records()) == [1, 2, 3, 4]
+        assert {r["worker"] for r in store.records() if r["layer"] == 3} == {"host-a:1"}  # the first folder's
+        assert sorted(store.curves()["epoch"]) == [1, 2, 3, 4]
+    assert merge_stores([tmp_path / "b"], tmp_path / "out") == (0, 0)  # again: nothing new
+    with ResultStore(tmp_path / "a") as store:  # sources unchanged
+        assert len(store.records()) == 3
+
+
+def test_merge_refuses_a_conflict_and_writes_nothing_unless_keep_first(tmp_path):
+    _filled(tmp_path / "a", [1, 2])
+    _filled(tmp_path / "b", [2, 3], val_accuracy=51.0)  # cell 2 disagrees
+    with pytest.raises(StoreError) as error:
+        merge_stores([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
+    text = _one_line(error, tmp_path / "a")
+    assert "conflict" in text and "hpca/1.0/2/0/abc123abc123" in text and str(tmp_path / "b") in text
+    assert not (tmp_path / "out" / STORE_FILE).exists()
+    assert merge_stores([tmp_path / "a", tmp_path / "b"], tmp_path / "out", keep_first=True) == (3, 3)
+    with ResultStore(tmp_path / "out") as store:
+        assert {r["layer"]: r["val_accuracy"] for r in store.records()} == {1: 50.0, 2: 50.0, 3: 51.0}
+
+
+def test_merge_command_line(tmp_path, capsys):
+    from hebbkit.cli import main
+
+    _filled(tmp_path / "a", [1])
+    _filled(tmp_path / "b", [2])
+    assert main(["merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "out")]) == 0
+    assert "2 records and 2 curve rows added, 2 records in all" in capsys.readouterr().out
+    _filled(tmp_path / "c", [2], val_accuracy=1.0)
+    assert main(["merge", str(tmp_path / "c"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hebbkit merge: error: conflict") and err.count("\n") == 1
+    assert main(["merge", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
+    assert f"{tmp_path / 'nowhere' / STORE_FILE} does not exist" in capsys.readouterr().err
+    (tmp_path / "odd" / STORE_FILE).mkdir(parents=True)
+    assert main(["merge", str(tmp_path / "odd"), "--out", str(tmp_path / "out")]) == 2
+    assert f"{tmp_path / 'odd' / STORE_FILE} is a folder" in capsys.readouterr().err

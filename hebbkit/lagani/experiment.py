@@ -1,23 +1,31 @@
 """Lagani's Table 1 as an experiment: presets, the checked weight cache, the shared results store, the loop.
 
-:func:`run_experiment` walks seeds × methods; for each (method, seed) it pre-trains the network (or loads it from
-the weight cache, checked) and fine-tunes every (regime, layer) cell not yet in the results store of ``out``.
-Every finished cell is one record in ``out/results.sqlite`` (:class:`~hebbkit.store.ResultStore`), so an
-interrupted run resumes, and several processes (one per GPU) started with the same arguments share the grid:
-each claims the next (method, seed) that nobody works on. ``hebbkit reproduce`` runs it and writes Table 1.
+The unit of work is (method, seed), :func:`run_unit`: pre-train the network (or load it from the weight cache,
+checked) and fine-tune every (regime, layer) cell asked for; it returns records and convergence rows and
+touches no store. :func:`run_experiment` claims each unit not finished in the results store of ``out``, sends
+it through a launcher (:mod:`hebbkit.launch`: here, local worker processes, or a SLURM job array) and writes
+every finished cell as one record in ``out/results.sqlite`` (:class:`~hebbkit.store.ResultStore`) as results
+come back, so an interrupted run resumes, and several processes on one host started with the same arguments
+share the grid. :func:`grid_status` says which units are done, running (by whom, since when) or missing.
+``hebbkit reproduce`` runs it and writes Table 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import itertools
 import json
+import os
+import socket
 import sys
 import time
 import warnings
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable, Sequence
 
 import pandas as pd
 import torch
@@ -25,7 +33,8 @@ import torch
 from ..checks import check_positive, lookup
 from ..data import CIFAR10_CLASSES, PROTOCOL_IMAGES, Dataset, ImageSet, check_percent, load_data, split
 from ..loops import accuracy, block_features, place, predict, settle_statistics
-from ..store import ResultStore
+from ..launch import Job, LaunchConfig, Launcher, UnitFailed
+from ..store import STORE_FILE, ResultStore, StoreError
 from ..utils import atomic_path, check_output_dir, resolve_device
 from .finetuning import FinetuneConfig, finetune, train_head
 from .net import LaganiNet, check_layer
@@ -43,7 +52,7 @@ CIFAR10_TRAIN_DIGEST = "1e91790dbaf241617ca1f29a9aba08eb9a62df84cc90676b47edd05a
 
 
 class CacheWarning(UserWarning):
-    """A cached network could not be used and is recomputed."""
+    """A cached network could not be used and is recomputed, or could not be saved."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,12 +163,14 @@ def get_preset(preset: str | Preset) -> Preset:
 @dataclass(frozen=True)
 class Results:
     """What :func:`run_experiment` gives: one record per (method, regime, layer, seed) cell, the Hebbian
-    convergence rows, the dataset's name and whether the paper's CIFAR-10 values apply."""
+    convergence rows, the dataset's name, whether the paper's CIFAR-10 values apply, and the units whose
+    workers failed (one line each)."""
 
     records: pd.DataFrame
     curves: pd.DataFrame
     dataset: str
     cifar10: bool
+    failed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -226,55 +237,186 @@ def run_experiment(
     cache: str | Path | None = DEFAULT_CACHE,
     device: str | torch.device = "auto",
     progress: bool | None = None,
+    launcher: LaunchConfig | Launcher | None = None,
+    threads: int | None = None,
 ) -> Results:
     """Run (or resume, or share with other processes) an experiment; return its :class:`Results`.
 
     ``data``: a :class:`~hebbkit.data.Dataset` or a source for :func:`~hebbkit.data.load_data`.
     ``methods``/``regimes``/``layers``/``seeds`` override the preset's (repeated values count once). With
     ``out``, records go to ``out/results.sqlite`` and finished cells are skipped; ``cache=None`` disables the
-    weight cache. Output folders are checked before any work.
-    """
+    weight cache. Output folders are checked before any work. ``launcher``: where the units (method, seed) run
+    (:mod:`hebbkit.launch`; default: here, one after the other); this process alone writes the store, as
+    results come back, and a unit whose worker failed is named in ``Results.failed``. ``threads``: torch CPU
+    threads in each worker (default, local workers: this host's cores shared among them)."""
     chosen = _choose(get_preset(preset), methods, regimes, layers, seeds)
     out = None if out is None else check_output_dir("out", out)
     cache = None if cache is None else check_output_dir("cache", cache)
-    device = resolve_device(device)
-    data = data if isinstance(data, Dataset) else load_data(data)
-    if chosen.max_images is not None and len(data.train) > chosen.max_images:
-        data = replace(data, train=data.train.subset(slice(0, chosen.max_images)))
+    config = launcher.config if isinstance(launcher, Launcher) else launcher or LaunchConfig()
+    if config.kind == "slurm":
+        resolved, unit_device = None, device  # the parent may run on a node without the tasks' GPUs
+    else:
+        resolved = resolve_device(device)
+        unit_device = resolved if config.kind == "inline" else ("cuda" if resolved.type == "cuda" else resolved.type)
+    if not isinstance(launcher, Launcher):
+        gpus = torch.cuda.device_count() if resolved is not None and resolved.type == "cuda" else 0
+        launcher = Launcher(config, None if out is None else out / "launch", gpus=gpus)
+    if config.kind == "local" and threads is None:  # the workers share this host's cores
+        threads = max(1, (os.cpu_count() or 1) // launcher.capacity)
+    source = data
+    data = _capped(data if isinstance(data, Dataset) else load_data(data), chosen)
+    if config.kind != "inline" and not isinstance(source, Dataset):  # workers read the data themselves
+        source = str(Path(source).resolve()) if source is not None and Path(source).exists() else source
+    else:
+        source = data
     report = progress is None and not sys.stderr.isatty()  # no progress bars: one line per finished cell
     keys, cifar10 = {method: results_key(chosen, method, data) for method in chosen.methods}, is_cifar10(data)
-    with ResultStore(out) as store:
+    expect, failed = fingerprint(data.train), []
+    with ResultStore(out) as store, store.heartbeat():
         migrate_legacy_keys(store, chosen, data)
-        for seed in range(chosen.seeds):
-            images = Split(*split(data.train, seed), data.test)
-            for method in chosen.methods:
-                key = keys[method]
-                done = store.done(key)
-                todo = [Cell(method, seed, regime, layer) for layer in chosen.layers for regime in chosen.regimes
-                        if (method, regime, layer, seed) not in done]
-                unit = f"{method}/seed{seed}/{key}"
-                if not todo or not store.claim(unit):
-                    continue  # finished, or another process works on it
-                try:
-                    net, rows = pretrained(method, seed, images, chosen, cache=cache, device=device, progress=progress)
-                    store.put_curves(key, rows)
-                    for cell in todo:
-                        record = finetune_cell(net, cell, images, chosen, progress)
-                        store.put({**record, "settings": key, "preset": chosen.name, "dataset": data.name,
-                                   "cifar10": cifar10, "worker": store.owner})
-                        if report:
-                            print(f"{method} seed {seed}, {cell.regime:g} % labels, L{cell.layer}: validation "
-                                  f"{record['val_accuracy']:.1f} % ({record['seconds']:.0f} s)", file=sys.stderr,
-                                  flush=True)
-                finally:
+
+        def keep(method: str, records: list[dict], rows: list[dict]) -> None:
+            """Write a unit's results as they come back (only this process writes the store)."""
+            if rows:
+                store.put_curves(keys[method], rows)
+            for record in records:
+                if store.put({**record, "settings": keys[method], "preset": chosen.name, "dataset": data.name,
+                              "cifar10": cifar10}) and report:
+                    print(f"{method} seed {record['seed']}, {record['regime']:g} % labels, L{record['layer']}: "
+                          f"validation {record['val_accuracy']:.1f} % ({record['seconds']:.0f} s)",
+                          file=sys.stderr, flush=True)
+
+        pending = [(method, seed) for seed in range(chosen.seeds) for method in chosen.methods]
+        running: list[Job] = []
+        held: set[str] = set()  # the units this process has claimed and not yet released
+        try:
+            while pending or running:
+                calls = []
+                while pending and len(running) + len(calls) < launcher.capacity:
+                    method, seed = pending.pop(0)
+                    done = store.done(keys[method])
+                    cells = tuple((regime, layer) for layer in chosen.layers for regime in chosen.regimes
+                                  if (method, regime, layer, seed) not in done)
+                    unit = f"{method}/seed{seed}/{keys[method]}"
+                    if not cells or not store.claim(unit):
+                        continue  # finished, or another process works on it
+                    held.add(unit)
+                    here = config.kind == "inline"  # records are written one by one as the unit makes them
+                    calls.append(((method, seed, unit), (chosen, method, seed, source, cells),
+                                  {"cache": cache, "device": unit_device, "progress": progress,
+                                   "threads": None if here else threads, "expect": expect,
+                                   "emit": functools.partial(keep, method) if here else None}))
+                for job in launcher.submit(run_unit, calls):
+                    running.append(job)
+                    if config.kind != "inline":
+                        store.claim(job.tag[2], worker=job.worker)
+                for job in launcher.wait(running):
+                    running.remove(job)
+                    method, seed, unit = job.tag
+                    try:
+                        records, rows = launcher.result(job)
+                    except UnitFailed as error:
+                        failed.append(f"{method} seed {seed}: {error}")
+                        print(f"{method} seed {seed}: {error}", file=sys.stderr, flush=True)
+                    else:
+                        if config.kind != "inline":
+                            keep(method, records, rows)
                     store.release(unit)
+                    held.discard(unit)
+        except BaseException:
+            launcher.cancel(running)
+            for unit in held:
+                with suppress(StoreError):  # the first error (a full disk, say) is the one to report
+                    store.release(unit)
+            raise
         wanted = chosen.grid()
         records = [r for method in chosen.methods for r in store.records(keys[method])  # methods may share a key
                    if r["method"] == method and (r["method"], r["regime"], r["layer"], r["seed"]) in wanted]
         curves = [rows[rows["method"] == method] for method in chosen.methods
                   if not (rows := store.curves(keys[method])).empty]
         return Results(pd.DataFrame(records), pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
-                       data.name, cifar10)
+                       data.name, cifar10, tuple(failed))
+
+
+def run_unit(preset: Preset, method: str, seed: int, data: Dataset | str | Path | None,
+             cells: Sequence[tuple[float, int]], *, cache: Path | None = None, device: str | torch.device = "auto",
+             progress: bool | None = False, threads: int | None = None, expect: str | None = None,
+             emit: Callable[[list[dict], list[dict]], None] | None = None) -> tuple[list[dict], list[dict]]:
+    """One unit of work, (``method``, ``seed``): its network pre-trained (or loaded from ``cache``), then
+    fine-tuned and scored for each (regime, layer) of ``cells``; return its records and convergence rows.
+
+    It touches no store, so it runs anywhere (in a worker process, on a cluster node): ``data`` is a
+    :class:`~hebbkit.data.Dataset` or a source read here (capped to the preset's ``max_images``; ``expect``: the
+    fingerprint it must have). ``emit`` (in the parent process) is given the rows after pre-training and each
+    record as it is made, so that an interrupted unit keeps its finished cells. Each record names its
+    ``worker`` (``host:pid``)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    device = resolve_device(device)
+    data = _capped(data if isinstance(data, Dataset) else load_data(data), preset)
+    if expect is not None and fingerprint(data.train) != expect:
+        raise RuntimeError(f"the images of {data.name} differ from those the run started with; run it again")
+    images = Split(*split(data.train, seed), data.test)
+    net, rows = pretrained(method, seed, images, preset, cache=cache, device=device, progress=progress)
+    if emit is not None:
+        emit([], rows)
+    worker, records = f"{socket.gethostname()}:{os.getpid()}", []
+    for regime, layer in cells:
+        record = {**finetune_cell(net, Cell(method, seed, regime, layer), images, preset, progress), "worker": worker}
+        records.append(record)
+        if emit is not None:
+            emit([record], [])
+    return records, rows
+
+
+def _capped(data: Dataset, preset: Preset) -> Dataset:
+    """``data`` with at most the preset's ``max_images`` training images (the first ones)."""
+    if preset.max_images is not None and len(data.train) > preset.max_images:
+        return replace(data, train=data.train.subset(slice(0, preset.max_images)))
+    return data
+
+
+def grid_status(preset: Preset, data: Dataset, out: Path) -> list[dict]:
+    """Each unit (method, seed) of ``preset`` on ``data`` in ``out``'s store: ``state`` (``done``, ``running``
+    or ``missing``), ``cells`` done of ``total``, and the claim on it (``None`` if none), as
+    :meth:`~hebbkit.store.ResultStore.claims` gives it. Reads the store (safe while a run writes it)."""
+    data = _capped(data, preset)
+    keys = {method: results_key(preset, method, data) for method in preset.methods}
+    done: dict[str, set] = {method: set() for method in preset.methods}
+    claims: dict[str, dict] = {}
+    if (out / STORE_FILE).exists():
+        with ResultStore(out) as store:
+            done = {method: store.done(keys[method]) for method in preset.methods}
+            claims = store.claims()
+    rows = []
+    for seed in range(preset.seeds):
+        for method in preset.methods:
+            count = sum((method, regime, layer, seed) in done[method] for regime in preset.regimes
+                        for layer in preset.layers)
+            total, claim = len(preset.regimes) * len(preset.layers), claims.get(f"{method}/seed{seed}/{keys[method]}")
+            state = "done" if count == total else "running" if claim is not None and not claim["stale"] else "missing"
+            rows.append({"method": method, "seed": seed, "state": state, "cells": count, "total": total,
+                         "claim": claim})
+    return rows
+
+
+def format_status(rows: list[dict], out: Path, now: float | None = None) -> str:
+    """:func:`grid_status`'s rows as text: one line per unit, then the counts."""
+    now = time.time() if now is None else now
+    lines = [f"{out}: {len(rows)} units (method, seed)"]
+    for row in rows:
+        line = f"  {row['method']:<12} seed {row['seed']:<3} {row['state']:<8} {row['cells']}/{row['total']} cells"
+        claim = row["claim"]
+        if claim is not None and row["state"] != "done":
+            who = claim["owner"] + (f" ({claim['worker']})" if claim["worker"] else "")
+            since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(claim["since"]))
+            beat = f"heartbeat {now - claim['refreshed']:.0f} s ago"
+            line += (f"  by {who} since {since}, {beat}" if row["state"] == "running"
+                     else f"  (stale claim by {who}, {beat}: the next run takes it over)")
+        lines.append(line)
+    counts = {state: sum(row["state"] == state for row in rows) for state in ("done", "running", "missing")}
+    lines.append(", ".join(f"{count} {state}" for state, count in counts.items()))
+    return "\n".join(lines)
 
 
 def results_key(preset: Preset, method: str, data: Dataset) -> str:
@@ -359,8 +501,13 @@ def pretrained(method: str, seed: int, images: Split, preset: Preset, *, cache: 
                    device=device, progress=progress, checkpoint=probe, checkpoints_per_epoch=preset.probe_checkpoints)
     rows = [] if probe is None else [{**row, "pretrain_seconds": time.perf_counter() - start} for row in probe.rows]
     if path is not None:
-        with atomic_path(path) as temp:
-            torch.save({"state": net.state_dict(), "convergence": rows}, temp)
+        try:
+            with atomic_path(path) as temp:
+                torch.save({"state": net.state_dict(), "convergence": rows}, temp)
+        except (OSError, RuntimeError) as error:  # a full disk: torch says RuntimeError, the file system OSError
+            reason = getattr(error, "strerror", None) or str(error).splitlines()[0][:200]
+            warnings.warn(f"cached network {path} could not be saved ({reason}); going on without it",
+                          CacheWarning, stacklevel=2)
     return net, rows
 
 
@@ -442,27 +589,37 @@ def _percent(hits: torch.Tensor) -> float:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """``hebbkit reproduce``: every output path is checked before the data are read or anything is trained."""
+    """``hebbkit reproduce``: every output path is checked before the data are read or anything is trained;
+    ``--status`` only reports the grid. Exit status 1 when a unit's worker failed."""
     preset = _choose(get_preset(args.preset), args.methods, args.regimes, args.layers, args.seeds)
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     out = check_output_dir("--out", args.out or Path("results") / preset.name)
+    if args.status:
+        print(format_status(grid_status(preset, load_data(args.data), out), out))
+        return 0
+    launcher = LaunchConfig(kind=args.launcher, parallel=args.parallel, time_min=args.time_min,
+                            partition=args.partition, gpus_per_task=args.gpus_per_task,
+                            cpus_per_task=args.cpus_per_task)
     figures = None if args.figures is None else check_output_dir("--figures", args.figures)
     cache = None if args.cache == "none" else check_output_dir("--cache", args.cache)
     start = time.perf_counter()
     results = run_experiment(preset, data=args.data, out=out, cache=cache, device=args.device,
-                             progress=False if args.no_progress else None)
+                             progress=False if args.no_progress else None, launcher=launcher, threads=args.threads)
     cells = len(preset.grid())
+    if results.failed:
+        print(f"{len(results.failed)} units failed (named above); run this again to retry them", file=sys.stderr)
     if results.records.empty:
-        print(f"all {cells} cells are being computed by other processes; run this again when they finish")
-        return 0
+        if not results.failed:
+            print(f"all {cells} cells are being computed by other processes; run this again when they finish")
+        return 1 if results.failed else 0
     write_outputs(results, out, figures)
     print((out / "table1.md").read_text())
     missing = cells - len(results.records)
-    if missing:
+    if missing and not results.failed:
         print(f"{missing} of {cells} cells are still being computed by other processes; run this again when they "
               f"finish to complete the table", file=sys.stderr)
     print(f"{len(results.records)} results in {out} ({time.perf_counter() - start:.0f} s)")
-    return 0
+    return 1 if results.failed else 0
