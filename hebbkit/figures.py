@@ -84,33 +84,11 @@ def _conv_filters(root: Path, data: str | Path | None):
 
 
 def latest_results(folder: str | Path):
-    """The :class:`~hebbkit.lagani.Results` in ``folder``'s results store: for each method, the records (and
-    curves) written under that method's latest settings (each method has its own key, so a method re-run with new
-    settings replaces only its own rows)."""
-    import pandas as pd
+    """The :class:`~hebbkit.lagani.Results` in ``folder``'s results store: each method under its latest settings
+    (:func:`hebbkit.lagani.experiment.stored_results`)."""
+    from .lagani.experiment import stored_results
 
-    from .lagani import Results
-    from .store import STORE_FILE, ResultStore
-
-    folder = Path(folder)
-    if not (folder / STORE_FILE).is_file():
-        raise ValueError(f"no results in {folder / STORE_FILE}; run `hebbkit reproduce --out {folder}` first")
-    with ResultStore(folder) as store:
-        records = store.records()
-        if not records:
-            raise ValueError(f"no results in {folder / STORE_FILE}; run `hebbkit reproduce --out {folder}` first")
-        latest_key = {record["method"]: record["settings"] for record in records}  # records come oldest first
-        latest = pd.DataFrame([r for r in records if r["settings"] == latest_key[r["method"]]])
-        curves = store.curves()
-        if not curves.empty:
-            chosen = curves["method"].map(latest_key) == curves["settings"]
-            curves = curves[chosen].reset_index(drop=True)
-    if "dataset" not in latest:  # records from before hebbkit knew other datasets
-        latest = latest.assign(dataset="CIFAR-10", cifar10=True)
-    if latest["dataset"].nunique() > 1:
-        raise ValueError(f"{folder / STORE_FILE} mixes datasets ({', '.join(sorted(latest['dataset'].unique()))}); "
-                         "keep one dataset per results folder")
-    return Results(latest, curves, latest["dataset"].iloc[0], bool(latest["cifar10"].iloc[0]))
+    return stored_results(folder)
 
 
 def table1_vs_paper_figure(results):

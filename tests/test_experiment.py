@@ -355,3 +355,22 @@ def test_cifar10_is_recognised_and_its_subsets_and_relabellings_are_not(cifar_np
     flipped.images = flipped.images.clone()
     flipped.images[123, 0, 4, 5] ^= 1  # one pixel, one bit
     assert not experiment.is_cifar10(Dataset(flipped, data.test))
+
+
+def test_a_method_added_later_extends_the_table_without_recomputing(tmp_path, capsys):
+    """`--methods random` into a folder that holds HPCA's results: Table 1 shows both; HPCA is not recomputed."""
+    synthetic = synthetic_images(150, 20, seed=1)
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x_train=synthetic.train.images.permute(0, 2, 3, 1).numpy(), y_train=synthetic.train.labels.numpy(),
+             x_test=synthetic.test.images.permute(0, 2, 3, 1).numpy(), y_test=synthetic.test.labels.numpy())
+    common = ["--regimes", "50", "--layers", "1", "--data", str(path), "--out", str(tmp_path / "out"), "--cache",
+              "none", "--no-progress"]
+    assert main(["reproduce", "--preset", "smoke", "--methods", "hpca", *common]) == 0
+    with ResultStore(tmp_path / "out") as store:
+        first = store.records()
+    assert main(["reproduce", "--preset", "smoke", "--methods", "random", *common]) == 0
+    table = (tmp_path / "out" / "table1.md").read_text()
+    assert "| 50% HPCA |" in table and "| 50% random |" in table
+    with ResultStore(tmp_path / "out") as store:
+        hpca = [r for r in store.records() if r["method"] == "hpca"]
+    assert hpca == [r for r in first if r["method"] == "hpca"]  # kept, not recomputed

@@ -22,7 +22,7 @@ import importlib
 from typing import Any
 
 _NAMES = {
-    "experiment": ("PRESETS", "Preset", "Results", "get_preset", "run_experiment"),
+    "experiment": ("PRESETS", "Preset", "Results", "get_preset", "run_experiment", "stored_results"),
     "finetuning": ("FinetuneConfig", "finetune", "train_head", "train_sgd"),
     "methods": ("DISPLAY_NAMES", "METHODS", "Method", "NetSpec", "PretrainConfig", "HebbianConfig", "HPCAConfig",
                 "SoftWTAConfig", "VAEConfig", "NoSettings", "check_method", "configure", "hebbian_methods",

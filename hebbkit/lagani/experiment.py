@@ -173,6 +173,43 @@ class Results:
     failed: tuple[str, ...] = ()
 
 
+def stored_results(folder: str | Path) -> Results:
+    """The :class:`Results` in ``folder``'s store: each method's records and curves under that method's latest
+    settings (each method has its own key, so a method re-run with new settings replaces only its own rows)."""
+    folder = Path(folder)
+    if not (folder / STORE_FILE).is_file():
+        raise ValueError(f"no results in {folder / STORE_FILE}; run `hebbkit reproduce --out {folder}` first")
+    with ResultStore(folder) as store:
+        records = store.records()
+        if not records:
+            raise ValueError(f"no results in {folder / STORE_FILE}; run `hebbkit reproduce --out {folder}` first")
+        latest_key = {record["method"]: record["settings"] for record in records}  # records come oldest first
+        latest = pd.DataFrame([r for r in records if r["settings"] == latest_key[r["method"]]])
+        curves = store.curves()
+    if not curves.empty:
+        curves = curves[curves["method"].map(latest_key) == curves["settings"]].reset_index(drop=True)
+    if "dataset" not in latest:  # records from before hebbkit knew other datasets
+        latest = latest.assign(dataset="CIFAR-10", cifar10=True)
+    if latest["dataset"].nunique() > 1:
+        raise ValueError(f"{folder / STORE_FILE} mixes datasets ({', '.join(sorted(latest['dataset'].unique()))}); "
+                         "keep one dataset per results folder")
+    return Results(latest, curves, latest["dataset"].iloc[0], bool(latest["cifar10"].iloc[0]))
+
+
+def with_stored_methods(results: Results, folder: str | Path) -> Results:
+    """``results`` plus the rows of the other methods that earlier runs stored in ``folder`` (on the same data), so
+    that adding a method with ``--methods`` extends Table 1 instead of replacing it."""
+    stored = stored_results(folder)
+    ran = set(results.records["method"])
+    others = stored.records[~stored.records["method"].isin(ran) & (stored.records["dataset"] == results.dataset)]
+    if others.empty:
+        return results
+    curves = stored.curves
+    curves = curves[curves["method"].isin(set(others["method"]))] if not curves.empty else curves
+    return replace(results, records=pd.concat([results.records, others], ignore_index=True),
+                   curves=pd.concat([results.curves, curves], ignore_index=True))
+
+
 @dataclass(frozen=True)
 class Cell:
     """One entry of the grid: a method's network of one seed, fine-tuned on ``regime`` % labels from ``layer``."""
@@ -615,7 +652,7 @@ def run_command(args: argparse.Namespace) -> int:
         if not results.failed:
             print(f"all {cells} cells are being computed by other processes; run this again when they finish")
         return 1 if results.failed else 0
-    write_outputs(results, out, figures)
+    write_outputs(with_stored_methods(results, out), out, figures)
     print((out / "table1.md").read_text())
     missing = cells - len(results.records)
     if missing and not results.failed:
