@@ -200,7 +200,7 @@ WRONG = [
     (lambda rule: exercises.check_hpca_relu(rule, _images()), _ReLUNoScale()),
     *[(lambda how: exercises.check_paper_soft_wta(lambda temperature: _PaperSoftWTA(temperature, how), _images()), how)
       for how in ("naive", "batch", "code", "sum", "noscale")],
-(exercises.check_lr_schedule, lambda lr, decay, start, epoch: lr * decay ** max(0, epoch - start)),  # one late
+    (exercises.check_lr_schedule, lambda lr, decay, start, epoch: lr * decay ** max(0, epoch - start)),  # one late
     (exercises.check_lr_schedule, lambda lr, decay, start, epoch: lr * decay ** (epoch - start + 1)),  # no max: grows
     (exercises.check_confidence_interval, lambda v: (np.mean(v), 1.96 * np.std(v, ddof=1) / np.sqrt(len(v)))),  # z
     (exercises.check_confidence_interval, lambda v: (np.mean(v), _t(v) * np.std(v) / np.sqrt(len(v)))),  # ddof=0

@@ -104,7 +104,8 @@ def test_plumbing_is_collapsed_and_the_day_is_framed(path) -> None:
     for cell in _code_cells(nb):
         plumbing = cell.source.startswith("# Setup") or "expect_close(" in cell.source
         hidden = cell.metadata.get("jupyter", {}).get("source_hidden", False)
-        assert hidden == plumbing or (hidden and output_ignored(cell)), f"{path.stem}: cell {cell.id} {'should' if plumbing else 'need not'} be collapsed"
+        assert hidden == plumbing or (hidden and output_ignored(cell)), \
+            f"{path.stem}: cell {cell.id} {'should' if plumbing else 'need not'} be collapsed"
         assert "def save(" not in cell.source, f"{path.stem}: use viz.save_figure, not a copy of it"
     assert "**Time.**" in nb.cells[0].source
     markdown = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "markdown")
