@@ -241,3 +241,16 @@ def test_stated_answer_passes_its_check(notebook: str, index: int, answer: str, 
     capsys.readouterr()
     exec(cells[index].source.replace(f"{answer} = None", f"{answer} = {value}"), scope)
     assert "correct!" in capsys.readouterr().out
+
+
+def test_forbidden_library_functions_are_restored_after_a_check() -> None:
+    originals = (torch.softmax, torch.nn.functional.softmax, torch.Tensor.softmax, hebbkit.rules.soft_wta,
+                 hebbkit.rules.oja_loss)
+    with pytest.raises(AssertionError, match="without torch.softmax"):
+        exercises.check_soft_wta(lambda y, t: torch.softmax(y / t, 1))
+    with pytest.raises(AssertionError, match="without rules.oja_loss"):
+        exercises.check_oja_loss(lambda y, w: hebbkit.rules.oja_loss(y, w))
+    assert (torch.softmax, torch.nn.functional.softmax, hebbkit.rules.soft_wta, hebbkit.rules.oja_loss) == \
+        (originals[0], originals[1], originals[3], originals[4])
+    y = torch.tensor([[1.0, 2.0]])
+    assert torch.allclose(y.softmax(1), originals[2](y, 1)) and torch.allclose(hebbkit.rules.soft_wta(y, 1.0), y.softmax(1))
