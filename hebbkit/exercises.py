@@ -9,16 +9,19 @@ use ``demos.check_exercise``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import Tensor
 
 from . import demos, rules
+from .layers import HebbianLinear
+from .rules import HPCA, Competitive
 
 if TYPE_CHECKING:
     import pandas as pd
-from .layers import HebbianLinear
 
 
 class _NotAttempted(Exception):
@@ -74,46 +77,110 @@ def check_hebb(my_hebb: Callable[[Tensor, Tensor], Tensor], name: str = "Exercis
 # -------------------------------------------------------------------------------------- notebook 01
 
 
-def check_oja(my_oja: Callable[[Tensor, Tensor], Tensor], name: str = "Exercise 1") -> None:
-    """``my_oja(x (N, D), w (D,))`` must return Oja's batch-mean update ``⟨y (x − y w)⟩`` (D,)."""
+def _oja_radius(x: Tensor, w: Tensor, radius: float) -> Tensor:
+    """The reference: a per-sample loop in float64 of ``y (x − y w / ρ²)``, averaged (D,)."""
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    for sample in x.double():
+        y = sample @ w.double()
+        total += y * (sample - y * w.double() / radius ** 2)
+    return (total / len(x)).float()
 
-    def check() -> None:
-        x, w = _data(64, 6, 2), 0.5 * _data(1, 6, 3)[0]
-        expected = rules.oja(x, w.view(1, -1), x @ w.view(-1, 1))[0]
-        _assert_close(name, _call(my_oja, x, w), expected, "the decay is y² w: each input's y multiplies (x − y w)")
+
+def check_oja_radius(my_oja_radius: Callable[[Tensor, Tensor, float], Tensor], name: str = "Exercise 1") -> None:
+    """``my_oja_radius(x (N, D), w (D,), radius)`` must return the first-order update of a neuron renormalised to
+    ``‖w‖ = ρ`` after each Hebbian step, ``⟨y (x − y w / ρ²)⟩`` (D,); then run alone, it must settle at
+    ``‖w‖ = ρ`` on the first principal axis."""
+
+    def check() -> str:
+        x = _data(64, 6, 2)
+        for radius in (1.0, 0.5, 3.0):
+            w = radius * torch.nn.functional.normalize(_data(1, 6, 3)[0], dim=0)
+            _assert_close(name, _call(my_oja_radius, x, w, radius), _oja_radius(x, w, radius),
+                          "expand ρ (w + η y x) / ‖w + η y x‖ to first order in η, using ‖w‖ = ρ and wᵀx = y",
+                          atol=1e-4)
+        cloud = demos.gaussian_cloud(500, angle=30.0, seed=0)
+        generator = torch.Generator().manual_seed(0)
+        w = torch.tensor([0.2, 0.9])
+        for _ in range(2000):
+            batch = cloud[torch.randint(len(cloud), (10,), generator=generator)]
+            w = w + 0.002 * _call(my_oja_radius, batch, w, 2.0)
+        angle = demos.angle_degrees(w, demos.principal_axis(cloud))
+        assert abs(w.norm().item() - 2.0) < 0.1 and angle < 5, (
+            f"{name}: after 2,000 steps on the cloud ‖w‖ = {w.norm():.2f} (want 2) at {angle:.1f}° from PC1")
+        return f"On the cloud with ρ = 2 the neuron ends at ‖w‖ = {w.norm():.2f}, {angle:.1f}° from the first principal axis."
 
     _run(name, check)
+
+
+_SOFTMAXES = ((torch, "softmax"), (torch.nn.functional, "softmax"), (torch.special, "softmax"), (torch.Tensor, "softmax"),
+              (torch, "log_softmax"), (torch.nn.functional, "log_softmax"), (torch.Tensor, "log_softmax"),
+              (rules, "soft_wta"))
+
+
+@contextlib.contextmanager
+def _softmax_forbidden(name: str):
+    """While the block runs, every library softmax (and ``rules.soft_wta``) raises ``AssertionError``."""
+
+    def forbidden(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"{name}: write the softmax yourself, without torch.softmax, F.softmax, "
+                             f"Tensor.softmax or rules.soft_wta")
+
+    saved = [(owner, attribute, getattr(owner, attribute)) for owner, attribute in _SOFTMAXES]
+    try:
+        for owner, attribute, _ in saved:
+            setattr(owner, attribute, forbidden)
+        yield
+    finally:
+        for owner, attribute, original in saved:
+            setattr(owner, attribute, original)
 
 
 def check_soft_wta(my_soft_wta: Callable[[Tensor, float], Tensor], name: str = "Exercise 2") -> None:
-    """``my_soft_wta(y (N, K), T)`` must return ``softmax(y / T)`` over units (dim 1), without overflow for
-    large ``y / T``."""
+    """``my_soft_wta(y (N, K), T)`` must return ``softmax(y / T)`` over units (dim 1), finite for any ``y``: large
+    responses must not overflow, and a row far below the batch's largest response must not underflow (shift
+    each row by its own maximum). No library softmax may be called."""
 
     def check() -> str:
         y = _data(8, 5, 4)
-        for temperature in (0.05, 1.0, 20.0):
-            _assert_close(name, _call(my_soft_wta, y, temperature), rules.soft_wta(y, temperature),
-                          "r_i = exp(y_i / T) / Σ_j exp(y_j / T), over dim 1 (the units)")
-        big = torch.tensor([[1000.0, 999.0, 0.0]])
-        _assert_close(name, _call(my_soft_wta, big, 1.0), rules.soft_wta(big, 1.0),
-                      "exp(1000) overflows: subtract each row's largest y before exponentiating (the result is the same)")
-        return "Your responsibilities match rules.soft_wta, and survive responses of 1000."
+        cases = [(y, temperature, "r_i = exp(y_i / T) / Σ_j exp(y_j / T), over dim 1 (the units)")
+                 for temperature in (0.05, 1.0, 20.0)]
+        cases += [(torch.tensor([[1000.0, 999.0, 0.0]]), 1.0,
+                   "exp(1000) overflows: subtract the largest y before exponentiating (the result is the same)"),
+                  (torch.tensor([[1000.0, 999.0], [0.0, 1.0]]), 1.0,
+                   "the second row lies 1000 below the batch's maximum, so exp underflows to 0 and you divide 0 by "
+                   "0: subtract each row's own maximum (max over dim 1, keepdim=True)")]
+        expected = [rules.soft_wta(responses, temperature) for responses, temperature, _ in cases]
+        with _softmax_forbidden(name):
+            got = [_call(my_soft_wta, responses, temperature) for responses, temperature, _ in cases]
+        for answer, reference, (_, _, hint) in zip(got, expected, cases):
+            _assert_close(name, answer, reference, hint)
+        return "Your responsibilities match rules.soft_wta, for responses of 1000 and rows far below the others."
 
     _run(name, check)
 
 
-def check_hebb_loss(my_hebb_loss: Callable[[Tensor], Tensor], name: str = "Exercise 4") -> None:
-    """``my_hebb_loss(y (N, K))`` must be a scalar whose gradient with respect to ``W`` (``y = x Wᵀ``) is
-    minus plain Hebb's update."""
+def check_oja_loss(my_oja_loss: Callable[[Tensor, Tensor], Tensor], name: str = "Exercise 4") -> None:
+    """``my_oja_loss(y (N, K), W (K, D))`` must be a scalar whose gradient with respect to ``W`` (``y = x Wᵀ``)
+    is minus Oja's update for every unit, ``⟨y_i (x − y_i w_i)⟩``, without calling ``rules.oja_loss``."""
 
     def check() -> None:
         x, weight = _data(64, 6, 5), 0.5 * _data(4, 6, 6)
         leaf = weight.clone().requires_grad_()
-        loss = _call(my_hebb_loss, x @ leaf.T)
+        saved = rules.oja_loss
+
+        def forbidden(*args: Any, **kwargs: Any) -> None:
+            raise AssertionError(f"{name}: write the loss yourself, without rules.oja_loss")
+
+        rules.oja_loss = forbidden
+        try:
+            loss = _call(my_oja_loss, x @ leaf.T, leaf)
+        finally:
+            rules.oja_loss = saved
         assert isinstance(loss, Tensor) and loss.dim() == 0, f"{name}: the loss must be a scalar tensor"
         (grad,) = torch.autograd.grad(loss, leaf)
-        _assert_close(name, -grad, rules.hebb(x, weight, x @ weight.T),
-                      "which factor of y·y should not carry a gradient? And take the mean over the batch, not the sum")
+        _assert_close(name, -grad, rules.oja(x, weight, x @ weight.T),
+                      "Hebb's term −⟨ȳ·y⟩ plus a decay whose gradient is ⟨y_i²⟩ w_i; detach the factors "
+                      "(ȳ = y.detach()) and take batch means")
 
     _run(name, check)
 
@@ -171,29 +238,73 @@ def check_sanger(rule: Any, name: str = "Exercise 3") -> None:
     _run(name, check)
 
 
-def check_sanger_patches(rule: Any, images: Tensor, name: str = "Exercise 3") -> None:
-    """``rule`` (Sanger's rule for (N, D) inputs) trained on 5×5 patches of ``images`` (N, C, H, W) must find
-    the patches' top two principal components (|cos| > 0.9 each) and the plane of the next two (its units 3
-    and 4 keep > 90 % of their norm in that plane: nearly equal eigenvalues make the axes within it slow)."""
+def _scaled(name: str, rule: Any, x: Tensor, weight: Tensor, expected: Tensor) -> None:
+    """``rule.update`` at ``scale=−1`` must return ``−expected``: a plastic layer asks for the gradient ``−ΔW``."""
+    got = _call(functools.partial(rule.update, scale=-1.0), x, weight, x @ weight.T)
+    _assert_close(name, got, -expected, "accept the keyword argument scale and multiply your update by it "
+                  "(a plastic layer passes scale=-1 to get −ΔW as a gradient)", atol=1e-4)
+
+
+def _patch_run(images: Tensor, rule: Any, reference: Any, lr: float, units: int, steps: int) -> tuple[Tensor, Tensor]:
+    """``rule`` and ``reference`` trained from the same seeded start on the same 5×5 patches of ``images``."""
+    patches = demos.image_patches(images, 5, 20_000, seed=0)
+    init = 0.1 * _data(units, patches.shape[1], 11)
+    return tuple(demos.learn(patches, each, init, lr=lr, steps=steps, batch_size=100, seed=0)[-1]
+                 for each in (rule, reference))
+
+
+def check_hpca_relu(rule: Any, images: Tensor, name: str = "Exercise 3") -> None:
+    """``rule.update(x (N, D), W (K, D), y (N, K), scale=...)`` must return ``scale`` times Lagani's HPCA update,
+    Sanger's rule with ``f = ReLU`` in both places, ``(f(Y)ᵀX − tril(f(Y)ᵀf(Y)) W) / N``; trained on 5×5 patches of
+    ``images`` it must end where ``hebbkit.HPCA("relu")`` ends from the same start."""
 
     def check() -> str:
         if rule is None or getattr(rule, "update", None) is None:
             raise _NotAttempted
-        patches = demos.image_patches(images, 5, 20_000, seed=0)
-        _, vectors = torch.linalg.eigh(patches.T.double() @ patches.double() / len(patches))
-        components = vectors[:, -4:].flip(1).T.float()  # uncentred, as a layer without bias sees them
-        power = patches.square().sum(1).mean().item()  # E‖x‖² ≥ λ₁: a step that cannot overshoot
-        init = 0.1 * _data(4, patches.shape[1], 11)
-        if _call(rule.update, patches[:8], init, patches[:8] @ init.T) is None:
-            raise _NotAttempted
-        final = demos.learn(patches, rule, init, lr=1.0 / power, steps=800, batch_size=100, seed=0)[-1]
-        assert torch.isfinite(final).all(), f"{name}: the weights diverged (NaN or Inf)"
-        cosines = torch.nn.functional.cosine_similarity(final[:2], components[:2]).abs()
-        in_plane = (final[2:] @ components[2:].T).norm(dim=1) / final[2:].norm(dim=1)
-        shown = f"|cos| to PC1, PC2: {cosines[0]:.2f}, {cosines[1]:.2f}; share of units 3, 4 in the PC3–PC4 plane: " \
-                f"{in_plane[0]:.2f}, {in_plane[1]:.2f}"
-        assert cosines.min() > 0.9 and in_plane.min() > 0.9, f"{name}: {shown}"
-        return shown + "."
+        x, weight = _data(64, 5, 9), 0.5 * _data(3, 5, 10)  # about half the responses are negative
+        expected = rules.hpca(x, weight, torch.relu(x @ weight.T))
+        _assert_close(name, _call(rule.update, x, weight, x @ weight.T), expected,
+                      "f = ReLU enters twice: in the post-synaptic factor f(y_i) and in the reconstruction "
+                      "Σ_{j≤i} f(y_j) w_j", atol=1e-4)
+        _scaled(name, rule, x, weight, expected)
+        power = demos.image_patches(images, 5, 20_000, seed=0).square().sum(1).mean().item()
+        mine, reference = _patch_run(images, rule, HPCA("relu"), 1.0 / power, 4, 300)
+        assert torch.isfinite(mine).all(), f"{name}: the weights diverged (NaN or Inf)"
+        gap = (mine - reference).norm(dim=1).max().item()
+        assert gap < 1e-3 * max(reference.norm(dim=1).max().item(), 1.0), \
+            f"{name}: on patches your units end up to {gap:.3g} from HPCA('relu')'s"
+        cosines = torch.nn.functional.cosine_similarity(mine, _patch_run(images, HPCA("identity"), HPCA("identity"),
+                                                                         1.0 / power, 4, 300)[0]).abs()
+        return ("On patches your units match HPCA('relu'); |cos| to the linear Sanger units of the same rank: "
+                + ", ".join(f"{c:.2f}" for c in cosines.tolist()) + ".")
+
+    _run(name, check)
+
+
+def check_paper_soft_wta(rule_class: Callable[..., Any], images: Tensor, name: str = "Exercise 4") -> None:
+    """``rule_class(temperature=T).update(x (N, D), W (K, D), y (N, K), scale=...)`` must return ``scale`` times the
+    paper's soft-WTA (Lagani et al., eqs. 2–3): ``r = softmax(y / T)`` over units on the plain responses
+    ``y = Wx``, ``Δw_i = ⟨r_i (x − w_i)⟩``, finite for any ``y``; trained on 5×5 patches of ``images`` it must end
+    where the reference (``hebbkit.Competitive("soft", T)``) ends from the same start."""
+
+    def check() -> str:
+        x, weight = _data(64, 6, 7), 0.5 * _data(4, 6, 8)
+        for temperature in (0.3, 3.0):
+            rule = rule_class(temperature=temperature)
+            expected = rules.instar(x, weight, rules.soft_wta(x @ weight.T, temperature))
+            _assert_close(name, _call(rule.update, x, weight, x @ weight.T), expected,
+                          "eq. 2 is a softmax over the units (dim 1) of y / T; eq. 3 averages r_i (x − w_i) over the "
+                          "batch: ⟨r_i x⟩ − ⟨r_i⟩ w_i (the code's Σr²(x − w)/Σr is a different rule)", atol=1e-4)
+            _scaled(name, rule, x, weight, expected)
+        big = 1000 * weight
+        got = _call(rule_class(temperature=0.3).update, x, big, x @ big.T)
+        _assert_close(name, got, rules.instar(x, big, rules.soft_wta(x @ big.T, 0.3)),
+                      "large responses overflow exp: use a stable softmax (rules.soft_wta)", atol=1e-2)
+        mine, reference = _patch_run(images, rule_class(temperature=1.0), Competitive("soft", temperature=1.0), 0.1, 16, 400)
+        gap = (mine - reference).norm(dim=1).max().item()
+        assert torch.isfinite(mine).all() and gap < 1e-3 * max(reference.norm(dim=1).max().item(), 1.0), \
+            f"{name}: on patches your units end up to {gap:.3g} from the reference's"
+        return "Your rule is the paper's eqs. 2–3, and trains on image patches like the reference."
 
     _run(name, check)
 

@@ -10,7 +10,7 @@ progress line per notebook, a line every ``heartbeat`` seconds naming the cell a
 a summary; a failed notebook is reported with the cell that failed (or in which its kernel died).
 
 ``clean`` is what a stored notebook keeps: outputs with their PNG figures (so that it reads without a
-kernel), no widget state and no widget views.
+kernel), cell tags and collapsed sources (``metadata.jupyter.source_hidden``), no widget state and no widget views.
 """
 
 from __future__ import annotations
@@ -159,13 +159,16 @@ def output_ignored(cell) -> bool:
 
 
 def clean(nb):
-    """Strip a notebook to what is stored: its outputs, with figures as PNG and without run metadata, widget
-    views (a widget cell's static default figure is the plain figure cell before it) or widget state.
+    """Strip a notebook to what is stored: its outputs, with figures as PNG and without run metadata (a cell keeps
+    only its tags and a hidden source's ``jupyter.source_hidden``), widget views (a widget cell's static default figure is the plain figure cell before it) or widget state.
     Execution counts stay: nbval rejects a reference cell that has outputs but no count."""
     nb.metadata = {key: value for key, value in nb.metadata.items() if key in ("kernelspec", "language_info")}
     nb.metadata["language_info"] = {"name": "python"}
     for cell in nb.cells:
-        cell.metadata = {"tags": cell.metadata["tags"]} if cell.metadata.get("tags") else {}
+        kept = {"tags": cell.metadata["tags"]} if cell.metadata.get("tags") else {}
+        if cell.metadata.get("jupyter", {}).get("source_hidden"):  # a collapsed setup or check cell stays collapsed
+            kept["jupyter"] = {"source_hidden": True}
+        cell.metadata = kept
         if cell.cell_type != "code":
             continue
         cell.outputs = [output for output in cell.outputs if not set(output.get("data", {})) & set(WIDGET_MIME)]

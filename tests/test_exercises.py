@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
+import hebbkit.rules
 from hebbkit import exercises, lagani
 from hebbkit.catalog import NOTEBOOKS as NAMES
 from hebbkit.data import synthetic_images
@@ -57,7 +58,8 @@ EXERCISES = coding_exercises()
 
 def namespace() -> dict:
     """What the exercise cells use from their notebook's setup: small synthetic images stand in for CIFAR-10."""
-    return {"torch": torch, "dataclass": dataclass, "pd": pd, "exercises": exercises, "lagani": lagani,
+    return {"torch": torch, "dataclass": dataclass, "pd": pd, "exercises": exercises, "rules": hebbkit.rules,
+            "lagani": lagani,
             "images": synthetic_images(200, 10).train.float()}
 
 
@@ -135,21 +137,98 @@ def _paired(a, b, z=False):
     return _verdict(d.mean(), half)
 
 
+def _stable(y, temperature, dim):
+    z = y / temperature
+    e = (z - z.max(dim, keepdim=True).values).exp()
+    return e / e.sum(dim, keepdim=True)
+
+
 def _naive_softmax(y, temperature):
     e = (y / temperature).exp()
     return e / e.sum(1, keepdim=True)
 
 
+def _global_max_softmax(y, temperature):
+    """Shifted by the batch's largest response instead of each row's: a row far below it underflows to 0/0."""
+    e = ((y - y.max()) / temperature).exp()
+    return e / e.sum(1, keepdim=True)
+
+
+def _oja_radius(power: int):
+    """Oja's update with the decay divided by ρ**power (the right answer has power 2)."""
+    return lambda x, w, rho: ((x @ w)[:, None] * (x - (x @ w)[:, None] * w / rho ** power)).mean(0)
+
+
+@dataclass(frozen=True)
+class _ReLUOutside:
+    """A wrong ReLU HPCA: f only in the post-synaptic factor, the plain y in the reconstruction."""
+
+    def update(self, x, weight, y, *, scale=1.0, **geometry):
+        fy = torch.relu(y)
+        return scale * (fy.T @ x - torch.tril(fy.T @ y) @ weight) / len(x)
+
+
+@dataclass(frozen=True)
+class _ReLUNoScale:
+    """A wrong ReLU HPCA: right update, but ignores ``scale``."""
+
+    def update(self, x, weight, y, *, scale=1.0, **geometry):
+        fy = torch.relu(y)
+        return (fy.T @ x - torch.tril(fy.T @ fy) @ weight) / len(x)
+
+
+@dataclass(frozen=True)
+class _PaperSoftWTA:
+    """The paper's eqs. 2–3, right (``how="right"``) or with one typical mistake."""
+
+    temperature: float = 1.0
+    how: str = "right"
+
+    def update(self, x, weight, y, *, scale=1.0, **geometry):
+        z = y / self.temperature
+        if self.how == "naive":  # no shift: exp overflows for large responses
+            r = z.exp() / z.exp().sum(1, keepdim=True)
+        else:
+            r = torch.softmax(z, dim=0 if self.how == "batch" else 1)
+        if self.how == "code":  # the code's variant: Σ r² (x − w) / Σ r
+            return scale * ((r.square().T @ x) - r.square().sum(0)[:, None] * weight) / r.sum(0)[:, None]
+        if self.how == "sum":
+            return scale * (r.T @ x - r.sum(0)[:, None] * weight)
+        delta = (r.T @ x - r.sum(0)[:, None] * weight) / len(x)
+        return delta if self.how == "noscale" else scale * delta
+
+
+def _images():
+    return namespace()["images"]
+
+
 WRONG = [
     (exercises.check_hebb, lambda x, w: (x @ w)[:, None].mul(x).sum(0)),  # sum, not mean
-    (exercises.check_oja, lambda x, w: ((x @ w)[:, None] * x).mean(0)),  # no decay
+    (exercises.check_oja_radius, _oja_radius(0)),  # plain Oja: ignores ρ
+    (exercises.check_oja_radius, _oja_radius(1)),  # ρ instead of ρ²
+    (exercises.check_oja_radius, lambda x, w, rho: ((x @ w)[:, None] * (x - (x @ w)[:, None] * w * rho ** 2)).mean(0)),
     (exercises.check_soft_wta, _naive_softmax),  # overflows at y / T = 1000
-    (exercises.check_soft_wta, lambda y, t: torch.softmax(y / t, 0)),  # over the batch, not the units
-    (exercises.check_hebb_loss, lambda y: -y.square().sum(1).mean()),  # no detach: twice the rule
+    (exercises.check_soft_wta, _global_max_softmax),  # NaN for [[1000, 999], [0, 1]]
+    (exercises.check_soft_wta, lambda y, t: torch.softmax(y / t, 1)),  # the library softmax, forbidden
+    (exercises.check_soft_wta, lambda y, t: torch.nn.functional.softmax(y / t, dim=1)),
+    (exercises.check_soft_wta, lambda y, t: (y / t).softmax(1)),
+    (exercises.check_soft_wta, lambda y, t: _stable(y, t, 0)),  # over the batch, not the units
+    (exercises.check_oja_loss, lambda y, w: -0.5 * y.square().sum(1).mean()
+     + 0.25 * (y.square().mean(0) * w.square().sum(1)).sum()),  # no detach: the decay's gradient is wrong
+    (exercises.check_oja_loss, lambda y, w: -(y.detach() * y).sum(1).mean()
+     + 0.5 * (y.detach().mean(0) * w.square().sum(1)).sum()),  # ⟨y_i⟩ instead of ⟨y_i²⟩
+    (exercises.check_oja_loss, lambda y, w: -(y.detach() * y).sum()
+     + 0.5 * (y.detach().square().sum(0) * w.square().sum(1)).sum()),  # sums instead of means
+    (exercises.check_oja_loss, lambda y, w: hebbkit.rules.oja_loss(y, w)),  # the library's loss, forbidden
     (exercises.check_instar_loss, lambda y, w, r: -(r * y).sum(1).mean() + 0.5 * (r.mean(0) * w.square().sum(1)).sum()),
     (exercises.check_sanger, _OjaPerUnit()),
     (exercises.check_sanger, _NoScale()),
-    (lambda rule: exercises.check_sanger_patches(rule, namespace()["images"]), _OjaPerUnit()),
+    (lambda rule: exercises.check_hpca_relu(rule, _images()), _OjaPerUnit()),
+    (lambda rule: exercises.check_hpca_relu(rule, _images()), _NoScale()),  # linear Sanger: no ReLU
+    (lambda rule: exercises.check_hpca_relu(rule, _images()), _ReLUOutside()),
+    (lambda rule: exercises.check_hpca_relu(rule, _images()), _ReLUNoScale()),
+    *[(lambda how: exercises.check_paper_soft_wta(lambda temperature: _PaperSoftWTA(temperature, how), _images()), how)
+      for how in ("naive", "batch", "code", "sum", "noscale")],
     (exercises.check_cut_and_train, partial(_cell, mode="train")),  # batch statistics: the network changes
     (exercises.check_cut_and_train, partial(_cell, pick=lambda history: history[-1])),  # the last epoch
     (exercises.check_cut_and_train, partial(_cell, normalize=False)),  # raw pixels
@@ -197,3 +276,16 @@ def test_stated_answer_passes_its_check(notebook: str, index: int, answer: str, 
     capsys.readouterr()
     exec(cells[index].source.replace(f"{answer} = None", f"{answer} = {value}"), scope)
     assert "correct!" in capsys.readouterr().out
+
+
+def test_forbidden_library_functions_are_restored_after_a_check() -> None:
+    originals = (torch.softmax, torch.nn.functional.softmax, torch.Tensor.softmax, hebbkit.rules.soft_wta,
+                 hebbkit.rules.oja_loss)
+    with pytest.raises(AssertionError, match="without torch.softmax"):
+        exercises.check_soft_wta(lambda y, t: torch.softmax(y / t, 1))
+    with pytest.raises(AssertionError, match="without rules.oja_loss"):
+        exercises.check_oja_loss(lambda y, w: hebbkit.rules.oja_loss(y, w))
+    assert (torch.softmax, torch.nn.functional.softmax, hebbkit.rules.soft_wta, hebbkit.rules.oja_loss) == \
+        (originals[0], originals[1], originals[3], originals[4])
+    y = torch.tensor([[1.0, 2.0]])
+    assert torch.allclose(y.softmax(1), originals[2](y, 1)) and torch.allclose(hebbkit.rules.soft_wta(y, 1.0), y.softmax(1))

@@ -91,3 +91,22 @@ def test_opens_with_objectives_and_closes_with_self_checking_exercises(notebook)
     markdown = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
     assert "## Exercises" in markdown and "<details><summary>Solution</summary>" in markdown
     assert any("check_exercise(" in cell.source for cell in _code_cells(notebook))
+
+
+FRAMED = [path for path in PATHS if path.stem in NOTEBOOKS[:4]]  # 04–05 join when their frame is done
+
+
+@pytest.mark.parametrize("path", FRAMED, ids=[path.stem for path in FRAMED])
+def test_plumbing_is_collapsed_and_the_day_is_framed(path) -> None:
+    """Setup cells and regression checks are collapsed (still run by nbval); the opening cell gives the learner's
+    time; the glossary in 00 is linked from every other notebook; figures are saved by the package's one helper."""
+    nb = nbformat.read(path, as_version=4)
+    for cell in _code_cells(nb):
+        plumbing = cell.source.startswith("# Setup") or "expect_close(" in cell.source
+        hidden = cell.metadata.get("jupyter", {}).get("source_hidden", False)
+        assert hidden == plumbing or (hidden and output_ignored(cell)), \
+            f"{path.stem}: cell {cell.id} {'should' if plumbing else 'need not'} be collapsed"
+        assert "def save(" not in cell.source, f"{path.stem}: use viz.save_figure, not a copy of it"
+    assert "**Time.**" in nb.cells[0].source
+    markdown = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "markdown")
+    assert "## Glossary" in markdown if path.stem == NOTEBOOKS[0] else "00_overview.ipynb#Glossary" in markdown

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import shutil
@@ -168,6 +169,17 @@ def test_clean_keeps_figures_and_drops_widgets_and_run_metadata() -> None:
     assert cleaned.cells[1].outputs[0].metadata == {}
     assert [output.output_type for output in cleaned.cells[2].outputs] == ["stream"]
     assert cleaned.cells[0].metadata == {"tags": ["parameters"]} and cleaned.cells[2].metadata == {}
+
+
+def test_clean_keeps_hidden_sources_collapsed() -> None:
+    nb = _notebook("x = 1", "import torch")
+    nb.cells[1].metadata.update({"jupyter": {"source_hidden": True, "outputs_hidden": False}, "tags": ["hide-input"],
+                                 "papermill": {"duration": 1.0}, "execution": {"iopub.status.busy": "now"}})
+    nb.cells[2].metadata["jupyter"] = {"source_hidden": False}
+    cleaned = workbook.clean(nb)
+    assert cleaned.cells[1].metadata == {"jupyter": {"source_hidden": True}, "tags": ["hide-input"]}
+    assert cleaned.cells[2].metadata == {}
+    assert workbook.clean(copy.deepcopy(cleaned)) == cleaned
 
 
 def test_oja_converges_to_the_first_principal_axis_with_unit_norm() -> None:
