@@ -34,7 +34,7 @@ from hebbkit.lagani import LAYERS, PRESETS, Classifier, LaganiNet, finetune
 from hebbkit.lagani.methods import make_method
 from hebbkit.lagani.net import KERNELS, POOLED
 from hebbkit.lagani.pretraining import build_net, pretrain_hebbian, pretrain_vae
-from hebbkit.loops import evaluate, place, settle_statistics
+from hebbkit.loops import PRECISIONS, evaluate, place, settle_statistics
 from hebbkit.rules import make_rule
 from hebbkit.utils import resolve_device, seed_everything
 from hebbkit.whitening import ZCA
@@ -181,19 +181,21 @@ def hebbian_stage(method: str, images: ImageSet, device: torch.device) -> tuple[
     return len(images) / seconds, one_off, net.eval()
 
 
-def vae_stage(images: ImageSet, device: torch.device) -> float:
+def vae_stage(images: ImageSet, device: torch.device, precision: str) -> float:
     config = replace(PRESET.config("vae"), epochs=1)
     generator = seed_everything(0)
     net = place(build_net("vae", config, images, PRESET.width), device)
     return len(images) / timed(lambda: pretrain_vae(net, images, config, val=None, generator=generator,
                                                     device=device, progress=False, checkpoint=None,
-                                                    checkpoints_per_epoch=1), device)
+                                                    checkpoints_per_epoch=1, precision=precision), device)
 
 
-def finetune_stage(net: LaganiNet, layer: int, labelled: ImageSet, val: ImageSet, device: torch.device) -> float:
+def finetune_stage(net: LaganiNet, layer: int, labelled: ImageSet, val: ImageSet, device: torch.device,
+                   precision: str) -> float:
     """Labelled training images/s of one epoch of the quick preset's fine-tuning (its validation pass included)."""
     config = replace(PRESET.finetune, epochs=1, min_steps=0)
-    return len(labelled) / timed(lambda: finetune(net, layer, labelled, config, val=val, progress=False), device)
+    return len(labelled) / timed(lambda: finetune(net, layer, labelled, config, val=val, progress=False,
+                                                  precision=precision), device)
 
 
 def main() -> None:
@@ -202,6 +204,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="512 images per stage (about a minute)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--precision", choices=tuple(PRECISIONS), default=PRESET.precision,
+                        help="of backprop's forward passes (default: the quick preset's)")
     parser.add_argument("--profile", action="store_true", help="where the time of fine-tuning and HPCA goes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -209,9 +213,10 @@ def main() -> None:
     n = 512 if args.quick else args.images
     images = synthetic_images(n + n // 4, 0, seed=0).train
     labelled, val = images.subset(slice(0, n)), images.subset(slice(n, n + n // 4))
-    precision = torch.float32
+    precision = args.precision
+    dtype = PRECISIONS[precision] or torch.float32
     print(f"device {device}, {torch.get_num_threads()} threads, {n} images per stage, quick preset "
-          f"(width {PRESET.width}, batch {PRESET.finetune.batch_size}), {str(precision).split('.')[1]}")
+          f"(width {PRESET.width}, batch {PRESET.finetune.batch_size}), backprop in {precision}, Hebbian in float32")
     rates = {dtype: matmul_rate(dtype, torch.device("cpu")) for dtype in (torch.float32, torch.bfloat16)}
     print(f"CPU matmul 1024²: fp32 {rates[torch.float32] / GIGA:.0f} GFLOP/s, bf16 {rates[torch.bfloat16] / GIGA:.0f}"
           f" GFLOP/s")
@@ -220,59 +225,62 @@ def main() -> None:
         print(f"GPU matmul 4096²: fp32 {gpu[torch.float32] / GIGA:.0f} GFLOP/s, bf16 {gpu[torch.bfloat16] / GIGA:.0f}"
               f" GFLOP/s")
         rates = gpu
-    rate = rates[precision]
-    rows: list[tuple[str, float, float, float | None]] = []  # (stage, images/s, FLOP per image, plain images/s)
+    rate = rates[dtype]  # backprop's stages against the rate of their precision, Hebbian ones against fp32's
+    # (stage, images/s, FLOP per image, the matmul rate it is measured against, plain loop's images/s)
+    rows: list[tuple[str, float, float, float, float | None]] = []
 
-    def row(name: str, per_second: float, flops: float, plain: float | None = None) -> None:
-        rows.append((name, per_second, flops, plain))
+    def row(name: str, per_second: float, flops: float, against: float, plain: float | None = None) -> None:
+        rows.append((name, per_second, flops, against, plain))
 
     nets, hebbian = {}, []
     for method in ("hpca", "softwta"):
         per_second, one_off, nets[method] = hebbian_stage(method, labelled, device)
         flops = hebbian_flops(nets[method], make_method(method).rule)
-        row(f"hebbian {method}", per_second, flops)
+        row(f"hebbian {method}", per_second, flops, rates[torch.float32])
         hebbian.append((per_second, flops))
         for name, seconds in one_off.items():
             print(f"  one-off, {method}: {name} {seconds * (1e3 if 'per image' in name else 1):.3g}"
                   f" {'ms' if 'per image' in name else 's'}")
     net = nets["hpca"]
-    vae_rate = vae_stage(labelled, device)
-    row("vae", vae_rate, vae_flops(net, PRESET.config("vae").latent_dim))
+    vae_rate = vae_stage(labelled, device, precision)
+    row("vae", vae_rate, vae_flops(net, PRESET.config("vae").latent_dim), rate)
     tuned = []
     for layer in LAYERS:
-        per_second = finetune_stage(net, layer, labelled, val, device)
+        per_second = finetune_stage(net, layer, labelled, val, device, precision)
         forward = forward_flops(net, layer)
         flops = training_flops(forward, forward_flops(net, 1) - 2 * net.feature_dims[0] * net.num_classes)
         flops += forward * len(val) / len(labelled)  # the validation pass, per labelled image
-        row(f"finetune L{layer}", per_second, flops, plain_rate(net, layer, labelled, device, precision))
+        row(f"finetune L{layer}", per_second, flops, rate, plain_rate(net, layer, labelled, device, dtype))
         tuned.append((per_second, flops))
     classifier = place(Classifier(net, 5), device)
-    row("evaluate L5", n / timed(lambda: evaluate(classifier, labelled), device), forward_flops(net, 5))
+    row("evaluate L5", n / timed(lambda: evaluate(classifier, labelled, precision=precision), device),
+        forward_flops(net, 5), rate)
 
     print(f"{'stage':<16}{'images/s':>10}{'MFLOP/img':>11}{'GFLOP/s':>9}{'of matmul':>10}{'plain loop':>12}"
           f"{'ratio':>7}")
-    for name, per_second, flops, plain in rows:
+    for name, per_second, flops, against, plain in rows:
         achieved = per_second * flops
         extra = "" if plain is None else f"{plain:12.0f}{per_second / plain:7.2f}"
-        print(f"{name:<16}{per_second:10.0f}{flops / 1e6:11.1f}{achieved / GIGA:9.1f}{achieved / rate:10.2f}{extra}")
+        print(f"{name:<16}{per_second:10.0f}{flops / 1e6:11.1f}{achieved / GIGA:9.1f}{achieved / against:10.2f}{extra}")
 
-    def efficiency(stages: list[tuple[float, float]]) -> float:
+    def efficiency(stages: list[tuple[float, float]], against: float) -> float:
         """Total arithmetic over total time for equal images per stage, as a fraction of the matmul rate."""
-        return sum(f for _, f in stages) / sum(1 / r for r, _ in stages) / rate
+        return sum(f for _, f in stages) / sum(1 / r for r, _ in stages) / against
 
     if args.profile:
-        profile(net, labelled, val, device)
-    print(f"pipeline efficiency: finetune {efficiency(tuned):.2f}, hebbian {efficiency(hebbian):.2f}, "
+        profile(net, labelled, val, device, precision)
+    print(f"pipeline efficiency: finetune {efficiency(tuned, rate):.2f}, "
+          f"hebbian {efficiency(hebbian, rates[torch.float32]):.2f}, "
           f"vae {vae_rate * vae_flops(net, PRESET.config('vae').latent_dim) / rate:.2f} "
           f"(fraction of this machine's matmul rate)")
 
 
-def profile(net: LaganiNet, labelled: ImageSet, val: ImageSet, device: torch.device) -> None:
+def profile(net: LaganiNet, labelled: ImageSet, val: ImageSet, device: torch.device, precision: str) -> None:
     """torch.profiler's breakdown of one fine-tuning epoch at L3 and one HPCA epoch."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    for name, fn in (("finetune L3", lambda: finetune_stage(net, 3, labelled, val, device)),
+    for name, fn in (("finetune L3", lambda: finetune_stage(net, 3, labelled, val, device, precision)),
                      ("hebbian hpca", lambda: hebbian_stage("hpca", labelled, device))):
         with torch_profile(activities=activities) as prof:
             fn()
