@@ -428,7 +428,7 @@ def finetune_cell(net: LaganiNet, cell: Cell, images: Split, preset: Preset, pro
     spec = make_method(method)
     frozen = not spec.trains_trunk or (preset.finetune.frozen and spec.pretrain is not None)
     labelled = train.subset(slice(0, labelled_count(regime, len(train))))
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     classifier, history = finetune(net, layer, labelled, replace(preset.finetune, frozen=frozen), seed=seed,
                                    val=val.subset(slice(0, preset.select_val)), progress=progress,
                                    precision=preset.precision)
@@ -444,6 +444,7 @@ def finetune_cell(net: LaganiNet, cell: Cell, images: Split, preset: Preset, pro
         if test.exact is not None and bool(test.exact.any()):
             record["test_exact_accuracy"] = _percent(hits[test.exact])
     record["seconds"] = time.perf_counter() - start
+    record["cpu_seconds"] = time.process_time() - cpu_start  # core-seconds, whatever else the machine runs
     return record
 
 
