@@ -92,10 +92,11 @@ def pretrain(
         net.whiten.fit([x for x, _ in batches(images, 2048, device)])
     if spec.pretrain is not None:
         # a Hebbian method gets its rule, a backprop one the precision of its forward passes
-        rule = {"precision": precision} if spec.rule is None else {"rule": make_rule(spec.rule, **config.rule_options())}
+        own = ({"precision": precision} if spec.rule is None
+               else {"rule": make_rule(spec.rule, **config.rule_options())})
         pkgutil.resolve_name(spec.pretrain)(net, images, config, val=val, generator=generator, device=device,
                                             progress=progress, checkpoint=checkpoint,
-                                            checkpoints_per_epoch=checkpoints_per_epoch, **rule)
+                                            checkpoints_per_epoch=checkpoints_per_epoch, **own)
     settle_statistics(net, images.subset(slice(0, shared.statistics_images)))
     return net.eval()
 
