@@ -24,6 +24,12 @@ CROP_PADDING = 4
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 
 
+def sgd(params, device: torch.device, **options) -> torch.optim.SGD:
+    """``torch.optim.SGD`` over ``params``, fused into one pass per tensor on the CPU (bit for bit the
+    per-parameter loop's arithmetic there, and several times faster on a wide layer's weights)."""
+    return torch.optim.SGD(params, fused=device.type == "cpu" or None, **options)
+
+
 def check_precision(precision: str) -> str:
     """Return ``precision`` if it is one of :data:`PRECISIONS`, else raise ``ValueError`` naming them."""
     if precision not in PRECISIONS:

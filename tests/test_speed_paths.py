@@ -13,7 +13,7 @@ from hebbkit.lagani import PRESETS, Classifier, FinetuneConfig, LaganiNet, finet
 from hebbkit.lagani import experiment
 from hebbkit.lagani.net import VAE, vae_loss
 from hebbkit.lagani.pretraining import pretrain
-from hebbkit.loops import CROP_PADDING, augment, autocast, check_precision, predict
+from hebbkit.loops import CROP_PADDING, augment, autocast, check_precision, predict, sgd
 from hebbkit.utils import seed_everything
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -143,3 +143,25 @@ def test_pooling_before_the_relu_gives_the_same_values_and_gradients_bit_for_bit
     out.backward(grad)
     expected.backward(grad)
     assert torch.equal(x.grad, reference.grad)
+
+
+def test_fused_sgd_on_the_cpu_is_the_per_parameter_loop_bit_for_bit():
+    shapes = [(2048, 1152), (96, 64, 3, 3), (1_000_003,), (10,)]  # a wide layer, a conv, an odd tail, a bias
+    finals = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        params = [torch.randn(shape, requires_grad=True) for shape in shapes]
+        if fused:
+            optimizer = sgd(params, torch.device("cpu"), lr=4e-3, momentum=0.9, nesterov=True, weight_decay=5e-2)
+        else:
+            optimizer = torch.optim.SGD(params, lr=4e-3, momentum=0.9, nesterov=True, weight_decay=5e-2,
+                                        foreach=False)
+        generator = torch.Generator().manual_seed(1)
+        for step in range(5):
+            for group in optimizer.param_groups:
+                group["lr"] = 4e-3 * 0.5**step  # the schedule's changes of rate
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=generator)
+            optimizer.step()
+        finals.append(params)
+    assert all(torch.equal(a, b) for a, b in zip(*finals))

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from ..data import ImageSet
 from ..loops import (BestState, accuracy, as_input, augment, autocast, block_features, check_precision, device_of,
-                     evaluate, lr_at, place)
+                     evaluate, lr_at, place, sgd)
 from ..checks import check_positive
 from ..utils import seed_everything
 from .net import Classifier, Head, LaganiNet, check_layer
@@ -92,8 +92,8 @@ def train_sgd(
     standardised."""
     device = device_of(model)
     check_precision(precision)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                nesterov=config.nesterov, weight_decay=config.weight_decay)
+    optimizer = sgd(model.parameters(), device, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+                    weight_decay=config.weight_decay)
     history = []
     best = BestState(model)
     stretched = config.stretched(len(labels))

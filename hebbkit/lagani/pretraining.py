@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ..data import ImageSet
 from ..loops import (BestState, as_input, autocast, batches, check_precision, count_steps, lr_at, place,
-                     settle_statistics, shuffled_steps)
+                     settle_statistics, sgd, shuffled_steps)
 from ..rules import Rule, make_rule, unit_norm_, weighted_instar
 from ..utils import seed_everything
 from ..whitening import ZCA
@@ -189,7 +189,7 @@ def pretrain_vae(
     convergence probe: ``checkpoint`` is not called). The VAE's forward pass in ``precision``, its loss in
     float32."""
     vae = VAE(net, config.latent_dim).to(device)
-    optimizer = torch.optim.SGD(vae.parameters(), lr=config.lr, momentum=0.9, nesterov=True)
+    optimizer = sgd(vae.parameters(), device, lr=config.lr, momentum=0.9, nesterov=True)
     total = count_steps(config.epochs, len(images), config.batch_size)
     per_epoch = count_steps(1, len(images), config.batch_size)
     best = BestState(net, lower=True)
