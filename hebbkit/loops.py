@@ -24,10 +24,11 @@ CROP_PADDING = 4
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 
 
-def sgd(params, device: torch.device, **options) -> torch.optim.SGD:
-    """``torch.optim.SGD`` over ``params``, fused into one pass per tensor on the CPU (bit for bit the
-    per-parameter loop's arithmetic there, and several times faster on a wide layer's weights)."""
-    return torch.optim.SGD(params, fused=device.type == "cpu" or None, **options)
+def sgd(params, **options) -> torch.optim.SGD:
+    """``torch.optim.SGD`` over ``params`` with its multi-tensor (``foreach``) implementation on every device:
+    the per-parameter loop's arithmetic bit for bit, in fewer passes. (Not ``fused``: on the CPU, PyTorch 2.14's
+    fused SGD mixes up the elements of a channels-last weight whose gradient is contiguous.)"""
+    return torch.optim.SGD(params, foreach=True, **options)
 
 
 def check_precision(precision: str) -> str:

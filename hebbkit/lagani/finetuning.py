@@ -92,7 +92,7 @@ def train_sgd(
     standardised."""
     device = device_of(model)
     check_precision(precision)
-    optimizer = sgd(model.parameters(), device, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+    optimizer = sgd(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
                     weight_decay=config.weight_decay)
     history = []
     best = BestState(model)

@@ -189,7 +189,7 @@ def pretrain_vae(
     convergence probe: ``checkpoint`` is not called). The VAE's forward pass in ``precision``, its loss in
     float32."""
     vae = VAE(net, config.latent_dim).to(device)
-    optimizer = sgd(vae.parameters(), device, lr=config.lr, momentum=0.9, nesterov=True)
+    optimizer = sgd(vae.parameters(), lr=config.lr, momentum=0.9, nesterov=True)
     total = count_steps(config.epochs, len(images), config.batch_size)
     per_epoch = count_steps(1, len(images), config.batch_size)
     best = BestState(net, lower=True)
