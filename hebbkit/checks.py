@@ -29,3 +29,6 @@ def lookup(parameter: str, name: str | T, table: Mapping[str, T]) -> T:
     if not isinstance(name, str):
         return name
     return table[check_choice(parameter, name, table)]
+
+
+PRECISION_NAMES = ("float32", "bfloat16")  # backprop's compute precision (loops.PRECISIONS maps them to dtypes)

@@ -13,6 +13,8 @@ import pkgutil
 import sys
 from pathlib import Path
 
+from .checks import PRECISION_NAMES
+
 REPRODUCE_PRESETS = ("smoke", "quick", "paper")  # lagani.PRESETS
 LAYERS_PRESETS = ("smoke", "quick", "full")  # miconi.PRESETS
 LAYERS = (1, 2, 3, 4, 5)  # lagani.LAYERS
@@ -122,6 +124,10 @@ def _add_reproduce(commands: argparse._SubParsersAction) -> None:
                         help=f"pre-trained weight cache folder, or 'none' to disable it (default {DEFAULT_CACHE})")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--threads", type=int, help="torch CPU threads, >= 1 (default: torch's choice)")
+    parser.add_argument("--precision", choices=PRECISION_NAMES,
+                        help="backprop's compute precision (fine-tuning, scoring, the VAE; float32 master weights; "
+                        "Hebbian updates stay float32): bfloat16 is faster where the CPU or GPU has it, and is "
+                        "stored under its own key (default: the preset's, float32)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--status", action="store_true",
                         help="run nothing: list the grid's units in OUT, done, running (by whom, since when) or "

@@ -48,7 +48,7 @@ KEY = ("method", "regime", "layer", "seed", "settings")
 CURVE_KEY = ("curve", "method", "seed", "layer", "epoch")
 STALE_SECONDS = 300  # a claim whose heartbeat is older than this may be taken over
 HEARTBEAT_SECONDS = 60  # how often a running unit's claim is refreshed
-TIMING = frozenset({"seconds", "worker", "pretrain_seconds"})  # fields that say how a result was made, not what it is
+TIMING = frozenset({"seconds", "cpu_seconds", "threads", "worker", "pretrain_seconds"})  # how a result was made
 APPLICATION_ID = 0x48656262  # "Hebb", in the SQLite header: tells our files from other SQLite files
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (id INTEGER PRIMARY KEY, method TEXT NOT NULL, regime REAL NOT NULL,

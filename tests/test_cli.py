@@ -11,6 +11,7 @@ import pytest
 
 import hebbkit
 from hebbkit import cli
+from hebbkit.checks import PRECISION_NAMES
 from hebbkit.data import ENV_VAR
 
 HEAVY = ("torch", "torchvision", "pandas", "matplotlib", "scipy", "papermill", "numpy")
@@ -108,3 +109,11 @@ def test_the_package_names_its_classes_and_refuses_unknown_attributes() -> None:
     assert {"data", "HebbianConv2d"} <= set(dir(hebbkit))
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         hebbkit.nothing  # noqa: B018
+
+
+def test_reproduce_takes_a_precision_and_refuses_others(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["reproduce", "--precision", "float16", "--status"])
+    assert exit_info.value.code == 2 and "invalid choice: 'float16'" in capsys.readouterr().err
+    from hebbkit.loops import PRECISIONS
+    assert tuple(PRECISIONS) == PRECISION_NAMES  # the CLI's choices are the loops' precisions

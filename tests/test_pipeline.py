@@ -311,7 +311,7 @@ def test_finetuning_keeps_the_best_validation_epoch(data, monkeypatch):
     scores = iter([30.0, 70.0, 50.0])
     states = []
 
-    def evaluate(model, images):
+    def evaluate(model, images, precision="float32"):
         states.append(copy.deepcopy(model.state_dict()))
         return next(scores)
 
@@ -417,6 +417,8 @@ def test_experiment_end_to_end_writes_every_output(data, tmp_path):
     records = results.records
     assert len(records) == 2 * 2 * 2 and set(records["method"]) == {"hpca", "vae"}
     assert records["val_accuracy"].between(0, 100).all() and "test_accuracy" in records
+    assert (records["threads"] == 1).all()  # the one_thread fixture: seconds are core-seconds
+    assert (records["cpu_seconds"] > 0).all() and (records["cpu_seconds"] <= 1.5 * records["seconds"]).all()
     assert len(records.loc[0, "history"]) == TINY.finetune.epochs
     table = write_outputs(results, tmp_path / "out")
     assert table.shape == (4, 2 * 5)

@@ -27,7 +27,7 @@ from hebbkit.store import STORE_FILE, ResultStore
 
 SMALL = replace(PRESETS["smoke"], methods=("hpca", "supervised"), regimes=(50.0,), layers=(1, 2), probe_val=0)
 CELLS = {(method, 50.0, layer, 0) for method in SMALL.methods for layer in (1, 2)}
-HOW = {"seconds", "worker"}  # how a record was made, not what it says
+HOW = {"seconds", "cpu_seconds", "threads", "worker"}  # how a record was made, not what it says
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..data import ImageSet
-from ..loops import BestState, accuracy, as_input, augment, block_features, device_of, evaluate, lr_at, place
+from ..loops import (BestState, accuracy, as_input, augment, autocast, block_features, check_precision, device_of,
+                     evaluate, lr_at, place, sgd)
 from ..checks import check_positive
 from ..utils import seed_everything
 from .net import Classifier, Head, LaganiNet, check_layer
@@ -81,14 +82,18 @@ def train_sgd(
     score: Callable[[nn.Module], float] | None = None,
     progress: bool | None = None,
     desc: str = "SGD",
+    precision: str = "float32",
 ) -> list[dict]:
     """SGD on ``model`` (already on its device) over images or pre-computed inputs; history per epoch. With
     ``score``, the model ends with the weights of its best-scoring epoch (the first of equals). A schedule
     stretched ``k``-fold for a small labelled set is scored every ``k`` epochs, so every schedule is scored as
-    often as the unstretched one."""
+    often as the unstretched one. Forward passes and the loss in ``precision`` (:func:`~hebbkit.loops.autocast`;
+    weights, gradients and momenta float32). Augmented images are flipped and cropped as stored (uint8), then
+    standardised."""
     device = device_of(model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                nesterov=config.nesterov, weight_decay=config.weight_decay)
+    check_precision(precision)
+    optimizer = sgd(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+                    weight_decay=config.weight_decay)
     history = []
     best = BestState(model)
     stretched = config.stretched(len(labels))
@@ -104,15 +109,18 @@ def train_sgd(
         for start in range(0, len(order), config.batch_size):
             index = order[start : start + config.batch_size]
             if isinstance(inputs, ImageSet):
-                x = inputs.subset(index).float(device)
-                x = as_input(augment(x, generator) if config.augment else x)  # draws even for a skipped batch
+                batch = inputs.subset(index)
+                if config.augment:  # draws even for a skipped batch
+                    batch = replace(batch, images=augment(batch.images.to(device), generator))
+                x = as_input(batch.float(device))
             else:
                 x = inputs[index].to(device)
             y = labels[index].to(device)
             if len(index) == 1 and has_batchnorm1d:
                 continue  # BatchNorm cannot train on a batch of one
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            with autocast(device, precision):
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -157,15 +165,18 @@ def finetune(
     seed: int = 0,
     val: ImageSet | None = None,
     progress: bool | None = None,
+    precision: str = "float32",
 ) -> tuple[Classifier, list[dict]]:
     """Layer ``layer`` of ``net`` with a new classifier, trained on ``labelled`` on ``net``'s device; history
     per epoch.
 
     End to end by default; with ``config.frozen`` only the classifier learns (blocks fixed, in eval mode).
     ``val``: images scored after every epoch (the history's ``val_accuracy``, the SGD convergence curve);
-    the classifier of the best epoch is returned.
+    the classifier of the best epoch is returned. ``precision``: of end-to-end training's and scoring's forward
+    passes (:func:`~hebbkit.loops.autocast`); a frozen trunk's features and its head stay float32.
     """
     check_layer(layer)
+    check_precision(precision)
     device = device_of(net)
     generator = seed_everything(seed)
     classifier = place(Classifier(net, layer, config.dropout), device)
@@ -176,7 +187,7 @@ def finetune(
                                    device=device, progress=progress)
         classifier.head.load_state_dict(head.state_dict())
         return classifier.eval(), history
-    score = None if val is None else (lambda model: evaluate(model, val))
+    score = None if val is None else (lambda model: evaluate(model, val, precision=precision))
     history = train_sgd(classifier, labelled, labelled.labels, config, generator, score, progress,
-                        f"fine-tune L{layer}")
+                        f"fine-tune L{layer}", precision)
     return classifier.eval(), history

@@ -86,17 +86,24 @@ class Block(nn.Module):
                  (False, True): ModifiedBatchNorm2d, (False, False): nn.BatchNorm2d}
         self.norm = norms[linear, modified_norm](units)
 
-    def activation(self, x: Tensor) -> Tensor:
-        """ReLU of the layer's output (divided by each unit's weight norm when ``project``)."""
+    def response(self, x: Tensor) -> Tensor:
+        """The layer's output (divided by each unit's weight norm when ``project``)."""
         y = self.layer(x.flatten(1) if isinstance(self.layer, nn.Linear) else x)
         if self.project:
             norms = self.layer.weight.flatten(1).norm(dim=1)
             y = y / torch.where(norms == 0, 1.0, norms).view(1, -1, *[1] * (y.dim() - 2))
-        return F.relu(y)
+        return y
+
+    def activation(self, x: Tensor) -> Tensor:
+        """ReLU of :meth:`response`."""
+        return F.relu(self.response(x))
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.activation(x)
-        return self.norm(F.max_pool2d(y, 2) if self.pool else y)
+        if not self.pool:
+            return self.norm(self.activation(x))
+        # pooling before the ReLU: ReLU is monotone, so the same values and gradients (a window of non-positive
+        # values passes none either way), on a quarter of the elements
+        return self.norm(F.relu(F.max_pool2d(self.response(x), 2)))
 
 
 class LaganiNet(nn.Module):

@@ -23,7 +23,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..data import ImageSet
-from ..loops import BestState, as_input, batches, count_steps, lr_at, place, settle_statistics, shuffled_steps
+from ..loops import (BestState, as_input, autocast, batches, check_precision, count_steps, lr_at, place,
+                     settle_statistics, sgd, shuffled_steps)
 from ..rules import Rule, make_rule, unit_norm_, weighted_instar
 from ..utils import seed_everything
 from ..whitening import ZCA
@@ -59,6 +60,7 @@ def pretrain(
     progress: bool | None = None,
     checkpoint: Checkpoint | None = None,
     checkpoints_per_epoch: int = 1,
+    precision: str = "float32",
 ) -> LaganiNet:
     """A :class:`LaganiNet` pre-trained by ``method`` on ``images`` (labels used only by the Hebbian epoch
     selection, as in the reference), with BN statistics averaged over ``images``.
@@ -67,7 +69,8 @@ def pretrain(
     :func:`~.methods.configure`); ``shared``: the settings every method shares. ``val``: images that pick the best
     pre-training epoch. ``checkpoint(net, epochs)`` is called (Hebbian methods) before training and after every
     ``1/checkpoints_per_epoch`` epoch. ``device``: where to train (an entry point resolves ``"auto"`` with
-    :func:`hebbkit.utils.resolve_device` first).
+    :func:`hebbkit.utils.resolve_device` first). ``precision``: of a backprop method's forward passes (the VAE's,
+    :func:`~hebbkit.loops.autocast`); Hebbian training stays float32.
 
     >>> from hebbkit.data import synthetic_images
     >>> from hebbkit.lagani.methods import configure
@@ -79,6 +82,7 @@ def pretrain(
     spec = make_method(method)
     config = spec.config if config is None else check_config(method, config)
     device = torch.device(device)
+    check_precision(precision)
     generator = seed_everything(seed)
     net = place(build_net(method, config, images, width), device)
     if shared.num_images is not None:
@@ -87,10 +91,12 @@ def pretrain(
         net.whiten = ZCA(images.shape, config.zca_eps).to(device)
         net.whiten.fit([x for x, _ in batches(images, 2048, device)])
     if spec.pretrain is not None:
-        rule = {} if spec.rule is None else {"rule": make_rule(spec.rule, **config.rule_options())}
+        # a Hebbian method gets its rule, a backprop one the precision of its forward passes
+        own = ({"precision": precision} if spec.rule is None
+               else {"rule": make_rule(spec.rule, **config.rule_options())})
         pkgutil.resolve_name(spec.pretrain)(net, images, config, val=val, generator=generator, device=device,
                                             progress=progress, checkpoint=checkpoint,
-                                            checkpoints_per_epoch=checkpoints_per_epoch, **rule)
+                                            checkpoints_per_epoch=checkpoints_per_epoch, **own)
     settle_statistics(net, images.subset(slice(0, shared.statistics_images)))
     return net.eval()
 
@@ -176,12 +182,14 @@ def pretrain_vae(
     progress: bool | None,
     checkpoint: Checkpoint | None,
     checkpoints_per_epoch: int,
+    precision: str = "float32",
 ) -> None:
     """SGD with Nesterov momentum on :func:`~.net.vae_loss`, the rate halved every epoch from
     ``decay_from``; with ``val``, the encoder of the epoch with the lowest validation loss is kept (the VAE has no
-    convergence probe: ``checkpoint`` is not called)."""
+    convergence probe: ``checkpoint`` is not called). The VAE's forward pass in ``precision``, its loss in
+    float32."""
     vae = VAE(net, config.latent_dim).to(device)
-    optimizer = torch.optim.SGD(vae.parameters(), lr=config.lr, momentum=0.9, nesterov=True)
+    optimizer = sgd(vae.parameters(), lr=config.lr, momentum=0.9, nesterov=True)
     total = count_steps(config.epochs, len(images), config.batch_size)
     per_epoch = count_steps(1, len(images), config.batch_size)
     best = BestState(net, lower=True)
@@ -193,19 +201,25 @@ def pretrain_vae(
         x = as_input(images.subset(index).float(device))
         vae.train()
         optimizer.zero_grad(set_to_none=True)
-        loss = vae_loss(x, *vae(x), beta=config.beta)
+        with autocast(device, precision):
+            outputs = vae(x)
+        loss = vae_loss(x, *(output.float() for output in outputs), beta=config.beta)
         if not torch.isfinite(loss):
             raise RuntimeError(f"VAE pre-training diverged at step {step} (loss {loss.item()}); lower the VAE's lr")
         loss.backward()
         optimizer.step()
         if val is not None and total > per_epoch and (step % per_epoch == 0 or step == total):
-            best.offer(_vae_validation_loss(vae, val, config.beta))
+            best.offer(_vae_validation_loss(vae, val, config.beta, precision))
     best.restore()
 
 
 @torch.no_grad()
-def _vae_validation_loss(vae: VAE, images: ImageSet, beta: float) -> float:
+def _vae_validation_loss(vae: VAE, images: ImageSet, beta: float, precision: str) -> float:
     vae.eval()
     device = vae.fc_mu.weight.device
-    losses = [vae_loss(x, *vae(x), beta=beta).item() * len(x) for x, _ in batches(images, 256, device)]
+    losses = []
+    for x, _ in batches(images, 256, device):
+        with autocast(device, precision):
+            outputs = vae(x)
+        losses.append(vae_loss(x, *(output.float() for output in outputs), beta=beta).item() * len(x))
     return sum(losses) / len(images)
