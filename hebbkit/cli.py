@@ -15,6 +15,7 @@ from pathlib import Path
 
 REPRODUCE_PRESETS = ("smoke", "quick", "paper")  # lagani.PRESETS
 LAYERS_PRESETS = ("smoke", "quick", "full")  # miconi.PRESETS
+SOFTHEBB_PRESETS = ("smoke", "quick", "paper")  # softhebb.PRESETS
 LAYERS = (1, 2, 3, 4, 5)  # lagani.LAYERS
 RULES = ("hebb", "instar", "oja")  # miconi.RULES
 INTERVENTIONS = ("none", "sparse-plasticity", "pruning", "both")  # miconi.INTERVENTIONS
@@ -147,12 +148,33 @@ def _add_layers(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler="hebbkit.miconi.experiment:_run")
 
 
+def _add_softhebb(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "softhebb",
+        help="SoftHebb (Journé 2023) and Krotov-Hopfield: Hebbian conv blocks, linear classifier, few labels",
+        description="Train SoftHebb's three Hebbian convolutional blocks (96, 384, 1536 channels at width 1) for "
+        "one unsupervised epoch, block after block, then the authors' linear classifier on all labels and on "
+        "Lagani's 1 / 5 / 10 % labelled subsets (with end-to-end fine-tuning as a second row); probe the blocks "
+        "at each depth, and the same blocks trained by Krotov-Hopfield's rule. Writes softhebb.csv, softhebb.md, "
+        "run.json and the layer-1 filters.",
+    )
+    parser.add_argument("--preset", choices=SOFTHEBB_PRESETS, default="quick",
+                        help="smoke (seconds, at most 2,000 training / 500 test images), quick (about 10 min on "
+                        "one CPU core) or paper (the authors' protocol, 4 seeds) (default quick)")
+    parser.add_argument("--data", default=None, help=DATA_HELP)
+    parser.add_argument("--out", default="results/softhebb", help="output folder (default results/softhebb)")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--threads", type=int, help="torch CPU threads, >= 1 (default: torch's choice)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(handler="hebbkit.softhebb.experiment:run_command")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``hebbkit`` parser with all its subcommands."""
     parser = argparse.ArgumentParser(
         prog="hebbkit",
         description="Hebbian learning for deep networks: the workbook, its figures, and the two reproductions "
-        "(Lagani 2022: `reproduce`; Miconi 2021: `layers`).",
+        "(Lagani 2022: `reproduce`; Miconi 2021: `layers`; Journé 2023: `softhebb`).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     info = commands.add_parser(
@@ -161,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("--data", type=Path, help=DATA_HELP)
     info.set_defaults(handler=_info)
-    for add in (_add_workbook, _add_figures, _add_reproduce, _add_layers):
+    for add in (_add_workbook, _add_figures, _add_reproduce, _add_layers, _add_softhebb):
         add(commands)
     return parser
 
