@@ -25,7 +25,7 @@ def test_help_imports_nothing_heavy() -> None:
     code = (
         "import sys\n"
         "from hebbkit.cli import main\n"
-        "for argv in (['--help'], ['reproduce', '--help'], ['layers', '--help'], ['workbook', '--help']):\n"
+        "for argv in (['--help'], ['reproduce', '--help'], ['layers', '--help'], ['workbook', '--help'], ['softhebb', '--help']):\n"
         "    assert main(argv) == 0\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
@@ -36,7 +36,7 @@ def test_help_imports_nothing_heavy() -> None:
 def test_every_subcommand_and_option_has_help_and_a_description() -> None:
     parser = cli.build_parser()
     commands = _subparsers(parser)
-    assert sorted(commands) == ["figures", "info", "layers", "reproduce", "workbook"]
+    assert sorted(commands) == ["figures", "info", "layers", "reproduce", "softhebb", "workbook"]
     (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     assert all(choice.help for choice in action._choices_actions)
     for name, sub in commands.items():
@@ -46,11 +46,12 @@ def test_every_subcommand_and_option_has_help_and_a_description() -> None:
 
 
 def test_choices_are_the_modules_own() -> None:
-    from hebbkit import lagani, miconi
+    from hebbkit import lagani, miconi, softhebb
     from hebbkit.lagani.experiment import DEFAULT_CACHE
 
     assert cli.REPRODUCE_PRESETS == tuple(lagani.PRESETS)
     assert cli.LAYERS_PRESETS == tuple(miconi.PRESETS)
+    assert cli.SOFTHEBB_PRESETS == tuple(softhebb.PRESETS)
     assert cli.LAYERS == tuple(lagani.LAYERS)
     assert cli.RULES == tuple(miconi.RULES) and cli.INTERVENTIONS == tuple(miconi.INTERVENTIONS)
     assert cli.DEFAULT_CACHE == DEFAULT_CACHE
