@@ -112,6 +112,14 @@ def _naive_softmax(y, temperature):
     return e / e.sum(1, keepdim=True)
 
 
+def _softhebb_all_hebbian(x, w, temperature, power):
+    """A wrong SoftHebb: every unit, the losers too, learns with +softmax."""
+    u = x @ w.T
+    r = torch.softmax(u / temperature, 1)
+    delta = r.T @ x - (r * u).sum(0)[:, None] * w
+    return ((w.norm(dim=1) - 1).abs() + 1e-10)[:, None] ** power * delta / delta.abs().max()
+
+
 WRONG = [
     (exercises.check_hebb, lambda x, w: (x @ w)[:, None].mul(x).sum(0)),  # sum, not mean
     (exercises.check_oja, lambda x, w: ((x @ w)[:, None] * x).mean(0)),  # no decay
@@ -130,6 +138,8 @@ WRONG = [
                                                      if len(v) > 1 else 0.0)),  # one seed: 0 instead of NaN
     (exercises.check_scratch_margins, lambda r: -_margins(r)),  # scratch minus method
     (exercises.check_scratch_margins, lambda r: _margins(r, "first")),  # one seed instead of the mean
+    (exercises.check_softhebb, lambda x, w, t, p: _softhebb_all_hebbian(x, w, t, p)),  # no anti-Hebbian losers
+    (exercises.check_softhebb, lambda x, w, t, p: torch.zeros_like(w)),
 ]
 
 
