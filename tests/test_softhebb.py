@@ -193,6 +193,8 @@ def test_labelled_images_are_lagani_pool_front():
     pool, _ = split(images, 3)
     labelled = softhebb.labelled_images(images, 10.0, 3)
     assert torch.equal(labelled.images, pool.images[:40]) and softhebb.labelled_images(images, 100.0, 3) is images
+    front = images.subset(slice(0, 100))  # a preset's first images: the labels still come from the whole set's pool
+    assert torch.equal(softhebb.labelled_images(front, 10.0, 3, images).images, pool.images[:40])
 
 
 def test_smoke_sized_run_learns_and_writes_its_outputs(tmp_path):
