@@ -46,14 +46,14 @@ def _add_workbook(commands: argparse._SubParsersAction) -> None:
 
     parser = commands.add_parser(
         "workbook",
-        help="run the six notebooks headlessly (papermill): executed copies and figures under runs/workbook/",
+        help="run the seven notebooks headlessly (papermill): executed copies and figures under runs/workbook/",
         description="Run every notebook in a fresh kernel with papermill, one progress line each, then a summary. "
         "A notebook that needs CIFAR-10 is skipped, with the reason, where no copy can be had (an explicit --data "
         "that cannot be read is an error). While a notebook runs, a line every 10 s names the cell it executes. "
         "Exit status 1 if a notebook that could run failed (its copy is kept as NAME.failed.ipynb, and the line "
         "names the cell), 2 for bad options, else 0.",
     )
-    parser.add_argument("--quick", action="store_true", help="small settings: all six notebooks in minutes on a CPU")
+    parser.add_argument("--quick", action="store_true", help="small settings: all seven notebooks in minutes on a CPU")
     parser.add_argument("--out", type=Path, default=Path("runs/workbook"), help="executed notebooks (default runs/workbook)")
     parser.add_argument("--figures", type=Path, help="folder for the figures the notebooks save (default OUT/figures)")
     parser.add_argument("--notebooks", type=Path, default=Path("notebooks"), help="source folder (default notebooks)")
