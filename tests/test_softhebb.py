@@ -2,6 +2,7 @@
 loss forms against the direct forms, and the ``softhebb`` study's network and smoke run."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -215,3 +216,15 @@ def test_smoke_sized_run_learns_and_writes_its_outputs(tmp_path):
 def test_unknown_preset_is_named():
     with pytest.raises(ValueError, match="preset"):
         softhebb.get_preset("huge")
+
+
+def test_without_a_test_set_the_scored_images_are_never_trained_on(monkeypatch):
+    data = synthetic_images(500, 0, seed=3)
+    data.test = None
+    seen = []
+    monkeypatch.setattr(softhebb.experiment, "train_net", lambda config, train, *a, **k: seen.append(train) or
+                        softhebb.SoftHebbNet(config))
+    preset = replace(softhebb.PRESETS["smoke"], regimes=(100.0,), finetune_regimes=(), depths=(), krotov_depths=())
+    softhebb.run_softhebb(data, preset, "cpu")
+    pool, val = split(data.train, None)
+    assert torch.equal(seen[0].images, pool.images)  # the last 20 % are scored, and never trained on

@@ -131,22 +131,24 @@ def train_net(config: NetConfig, train: ImageSet, hebbian: HebbianConfig, seed: 
 
 
 def _probe(net: SoftHebbNet, train: ImageSet, test: ImageSet, depth: int, preset: Preset, seed: int,
-           device: torch.device) -> tuple[float, object]:
+           device: torch.device) -> float:
+    """Test accuracy (%) of the authors' classifier on block ``depth``'s output, trained on every label of ``train``."""
     classifier = train_classifier(block_features(net, train, depth), train.labels, train.num_classes,
                                   preset.classifier, torch.Generator().manual_seed(seed), device)
-    return feature_accuracy(classifier, block_features(net, test, depth), test.labels), classifier
+    return feature_accuracy(classifier, block_features(net, test, depth), test.labels)
 
 
 def run_softhebb(data: Dataset, preset: str | Preset = "quick", device: str | torch.device = "auto",
                  out: str | Path | None = None, progress: bool = False) -> pd.DataFrame:
-    """Run the study on ``data`` (its test set, else the back of :func:`~hebbkit.data.split`'s validation part,
-    is scored); return one row per (rule, depth, labels, readout, seed) and, with ``out``, write the outputs."""
+    """Run the study on ``data`` and score its test set (a dataset without one: the validation part of
+    :func:`~hebbkit.data.split` in order, the rest being the training images); return one row per (rule, depth,
+    labels, readout, seed) and, with ``out``, write the outputs."""
     spec = get_preset(preset)
     device = resolve_device(device)
     if out is not None:
         out = check_output_dir("--out", out)
-    train = data.train if spec.max_images is None else data.train.subset(slice(0, spec.max_images))
-    test = data.test if data.test is not None else split(data.train, None)[1]
+    source, test = (data.train, data.test) if data.test is not None else split(data.train, None)
+    train = source if spec.max_images is None else source.subset(slice(0, spec.max_images))
     if spec.test_images is not None:
         test = test.subset(slice(0, spec.test_images))
     start, rows = time.perf_counter(), []
@@ -159,7 +161,7 @@ def run_softhebb(data: Dataset, preset: str | Preset = "quick", device: str | to
             save_picture_grid(filter_pictures(net), out / "filters_softhebb_layer1.png")
         test_features = block_features(net, test, depth)
         for regime in spec.regimes:
-            labelled = labelled_images(train, regime, seed, data.train)
+            labelled = labelled_images(train, regime, seed, source)
             classifier = train_classifier(block_features(net, labelled, depth), labelled.labels, train.num_classes,
                                           spec.classifier, torch.Generator().manual_seed(seed), device)
             rows.append(("softhebb", depth, regime, "linear", seed, feature_accuracy(classifier, test_features,
@@ -169,7 +171,7 @@ def run_softhebb(data: Dataset, preset: str | Preset = "quick", device: str | to
                 rows.append(("softhebb", depth, regime, "fine-tuned", seed, evaluate(model, test)))
         for probe_depth in spec.depths:
             rows.append(("softhebb", probe_depth, 100.0, "linear", seed,
-                         _probe(net, train, test, probe_depth, spec, seed, device)[0]))
+                         _probe(net, train, test, probe_depth, spec, seed, device)))
         if spec.krotov_depths:
             krotov = train_net(spec.krotov, train, spec.hebbian, seed, device, progress)
             if out is not None and seed == 0:
@@ -178,7 +180,7 @@ def run_softhebb(data: Dataset, preset: str | Preset = "quick", device: str | to
                 save_picture_grid(filter_pictures(krotov), out / "filters_krotov_layer1.png")
             for probe_depth in spec.krotov_depths:
                 rows.append(("krotov", probe_depth, 100.0, "linear", seed,
-                             _probe(krotov, train, test, probe_depth, spec, seed, device)[0]))
+                             _probe(krotov, train, test, probe_depth, spec, seed, device)))
     table = pd.DataFrame(rows, columns=COLUMNS)
     if out is not None:
         with atomic_path(out / "softhebb.csv") as temp:
