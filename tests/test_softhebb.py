@@ -228,3 +228,14 @@ def test_without_a_test_set_the_scored_images_are_never_trained_on(monkeypatch):
     softhebb.run_softhebb(data, preset, "cpu")
     pool, val = split(data.train, None)
     assert torch.equal(seen[0].images, pool.images)  # the last 20 % are scored, and never trained on
+
+
+def test_smoke_preset_never_uses_more_than_its_images(monkeypatch):
+    data = synthetic_images(3_000, 800, seed=4)
+    sizes = []
+    original = softhebb.experiment.train_classifier
+    monkeypatch.setattr(softhebb.experiment, "train_classifier",
+                        lambda features, *a, **k: sizes.append(len(features)) or original(features, *a, **k))
+    preset = replace(softhebb.PRESETS["smoke"], finetune_regimes=(), depths=(), krotov_depths=())
+    table = softhebb.run_softhebb(data, preset, "cpu")
+    assert max(sizes) <= 2_000 and sizes[0] < sizes[1] and len(table) == 2

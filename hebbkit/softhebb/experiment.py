@@ -8,8 +8,8 @@ second row), a per-depth linear probe of the blocks, and the same network traine
 Labelled images. 100 %: every training image the preset uses (the authors' protocol: all 50,000). Below: the
 first :func:`~hebbkit.lagani.experiment.labelled_count` images of the pool of :func:`hebbkit.data.split` of the
 whole training set under the seed, exactly the labelled subsets of Lagani's Table 1 (for CIFAR-10: 400 / 2,000 /
-4,000 images), whatever ``max_images``. The Hebbian blocks learn from the preset's training images, without
-labels.
+4,000 images), whatever ``max_images`` (the smoke preset: of its own 2,000 images). The Hebbian blocks learn from
+the preset's training images, without labels.
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ class Preset:
     all); ``regimes``: labelled percentages of the depth-3 classifier (100 = all training images);
     ``finetune_regimes``: those also fine-tuned end to end; ``depths``: SoftHebb's per-depth probe (all labels);
     ``krotov_depths``: the same network trained by Krotov–Hopfield's rule, probed at these depths (empty: not
-    run); ``seeds``: networks trained (each its own initialisation, order and labelled subsets)."""
+    run); ``seeds``: networks trained (each its own initialisation, order and labelled subsets);
+    ``whole_pool_labels``: the labelled subsets come from the pool of the whole training set (Lagani's exact
+    subsets), else from the preset's ``max_images`` training images only."""
 
     name: str
     width: float
@@ -55,6 +57,7 @@ class Preset:
     seeds: int
     regimes: tuple[float, ...]
     finetune_regimes: tuple[float, ...] = ()
+    whole_pool_labels: bool = True
     depths: tuple[int, ...] = ()
     krotov_depths: tuple[int, ...] = ()
     net: NetConfig = NetConfig()
@@ -76,7 +79,7 @@ PRESETS: dict[str, Preset] = {
     # seconds on any data: at most 2,000 training and 500 test images, an eighth of the channels (12, 48, 192)
     "smoke": Preset(
         name="smoke", width=0.125, max_images=2_000, test_images=500, seeds=1, regimes=(10.0, 100.0),
-        finetune_regimes=(10.0,), depths=(1,), krotov_depths=(1,),
+        finetune_regimes=(10.0,), whole_pool_labels=False, depths=(1,), krotov_depths=(1,),
         net=NetConfig(width=0.125), krotov=NetConfig(width=0.125, rule="krotov"),
         classifier=ClassifierConfig(epochs=2), finetune=FinetuneConfig(epochs=1, min_steps=5),
     ),
@@ -161,7 +164,7 @@ def run_softhebb(data: Dataset, preset: str | Preset = "quick", device: str | to
             save_picture_grid(filter_pictures(net), out / "filters_softhebb_layer1.png")
         test_features = block_features(net, test, depth)
         for regime in spec.regimes:
-            labelled = labelled_images(train, regime, seed, source)
+            labelled = labelled_images(train, regime, seed, source if spec.whole_pool_labels else train)
             classifier = train_classifier(block_features(net, labelled, depth), labelled.labels, train.num_classes,
                                           spec.classifier, torch.Generator().manual_seed(seed), device)
             rows.append(("softhebb", depth, regime, "linear", seed, feature_accuracy(classifier, test_features,
