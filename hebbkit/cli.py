@@ -159,7 +159,7 @@ def _add_softhebb(commands: argparse._SubParsersAction) -> None:
         "run.json and the layer-1 filters.",
     )
     parser.add_argument("--preset", choices=SOFTHEBB_PRESETS, default="quick",
-                        help="smoke (seconds, at most 2,000 training / 500 test images), quick (about 10 min on "
+                        help="smoke (seconds, at most 2,000 training / 500 test images), quick (about 5 min of "
                         "one CPU core) or paper (the authors' protocol, 4 seeds) (default quick)")
     parser.add_argument("--data", default=None, help=DATA_HELP)
     parser.add_argument("--out", default="results/softhebb", help="output folder (default results/softhebb)")

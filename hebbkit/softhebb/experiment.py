@@ -83,7 +83,7 @@ PRESETS: dict[str, Preset] = {
         net=NetConfig(width=0.125), krotov=NetConfig(width=0.125, rule="krotov"),
         classifier=ClassifierConfig(epochs=2), finetune=FinetuneConfig(epochs=1, min_steps=5),
     ),
-    # CPU-sized (under 10 min on one core): a quarter of the channels (24, 96, 384), the Hebbian epoch on the
+    # CPU-sized (about 5 min of one core's time): a quarter of the channels (24, 96, 384), the Hebbian epoch on the
     # first 10,000 training images, the classifier 10 epochs (halvings need 20) on those images' labels, or on
     # Lagani's 1 / 5 / 10 % subsets (fine-tuned 3 epochs, at least 100 steps), every test image
     "quick": Preset(
