@@ -209,7 +209,8 @@ def test_smoke_sized_run_learns_and_writes_its_outputs(tmp_path):
     assert sorted(table["readout"]) == ["fine-tuned", "linear", "linear", "linear", "linear"]
     full = table[(table.rule == "softhebb") & (table.depth == 3) & (table.labels == 100.0)]
     assert full["accuracy"].item() > 40  # ten classes: chance is 10 %
-    for name in ("softhebb.csv", "softhebb.md", "run.json", "filters_softhebb_layer1.png", "filters_krotov_layer1.png"):
+    for name in ("softhebb.csv", "softhebb.md", "run.json", "filters_softhebb_layer1.png", "filters_softhebb_layer3.png",
+                 "filters_krotov_layer1.png", "filters_krotov_layer3.png"):
         assert (tmp_path / name).is_file()
 
 
@@ -239,3 +240,26 @@ def test_smoke_preset_never_uses_more_than_its_images(monkeypatch):
     preset = replace(softhebb.PRESETS["smoke"], finetune_regimes=(), depths=(), krotov_depths=())
     table = softhebb.run_softhebb(data, preset, "cpu")
     assert max(sizes) <= 2_000 and sizes[0] < sizes[1] and len(table) == 2
+
+
+def test_receptive_fields_hold_every_pixel_an_output_depends_on():
+    net = softhebb.SoftHebbNet(softhebb.NetConfig(width=0.125)).eval()
+    assert [softhebb.experiment.receptive_field(net, d) for d in (1, 2, 3)] == [(8, 2, -3), (18, 4, -7), (30, 8, -11)]
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 3, 64, 64, generator=gen)
+    for depth, (row, col) in ((1, (10, 12)), (2, (6, 7)), (3, (3, 4))):
+        size, stride, offset = softhebb.experiment.receptive_field(net, depth)
+        top, left = offset + stride * row, offset + stride * col
+        changed = torch.randn(1, 3, 64, 64, generator=gen)
+        changed[..., top : top + size, left : left + size] = x[..., top : top + size, left : left + size]
+        with torch.no_grad():  # every pixel outside the field changed: this output did not
+            before, after = net.features(x, depth), net.features(changed, depth)
+        torch.testing.assert_close(after[0, :, row, col], before[0, :, row, col])
+        assert not torch.allclose(after, before)
+
+
+def test_top_patch_pictures_have_the_receptive_field_size():
+    images = synthetic_images(50, 0, seed=6).train
+    net = softhebb.SoftHebbNet(softhebb.NetConfig(width=0.125)).eval()
+    pictures = softhebb.experiment.top_patch_pictures(net, images, 2, units=8, n_top=5)
+    assert pictures.shape == (8, 3, 18, 18) and torch.isfinite(pictures).all()

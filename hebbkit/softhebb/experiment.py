@@ -3,7 +3,8 @@ linear classifier, on all labels and on Lagani's 1 / 5 / 10 % labelled subsets (
 second row), a per-depth linear probe of the blocks, and the same network trained by Krotov–Hopfield's rule.
 
 ``hebbkit softhebb --preset smoke|quick|paper --data PATH --out DIR`` writes ``softhebb.csv``, ``softhebb.md``,
-``run.json`` and the layer-1 filters of each rule (``filters_<rule>_layer1.png``).
+``run.json`` and pictures of each rule's blocks (``filters_<rule>_layer<depth>.png``: block 1's filters; for the deeper
+blocks, the mean of each channel's top image patches).
 
 Labelled images. 100 %: every training image the preset uses (the authors' protocol: all 50,000). Below: the
 first :func:`~hebbkit.lagani.experiment.labelled_count` images of the pool of :func:`hebbkit.data.split` of the
@@ -101,6 +102,7 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 COLUMNS = ["rule", "depth", "labels", "readout", "seed", "accuracy"]
+PICTURE_IMAGES = 1_000  # the first test images, whose patches picture the deeper blocks' channels
 
 
 def get_preset(preset: str | Preset) -> Preset:
@@ -122,6 +124,47 @@ def labelled_images(train: ImageSet, regime: float, seed: int, everything: Image
 def filter_pictures(net: SoftHebbNet) -> torch.Tensor:
     """Block 1's filters (K, C, k, k): they act on standardised pixels, so they are pixel-space pictures."""
     return net.blocks[0].layer.weight.detach().cpu().clone()
+
+
+def receptive_field(net: SoftHebbNet, depth: int) -> tuple[int, int, int]:
+    """(size, stride, offset) in pixels of one output position of block ``depth``: output ``(i, j)`` sees the rows
+    ``offset + stride·i ... + size − 1`` (and columns alike) of the image, borders beyond it included."""
+    size, stride, offset = 1, 1, 0
+    for block in net.blocks[:depth]:
+        spec = block.spec
+        size, offset = size + (spec.kernel - 1) * stride, offset - (spec.kernel // 2) * stride
+        size, offset = size + (spec.pool_kernel - 1) * stride, offset - spec.pool_padding * stride
+        stride *= spec.pool_stride
+    return size, stride, offset
+
+
+@torch.no_grad()
+def top_patch_pictures(net: SoftHebbNet, images: ImageSet, depth: int, units: int = 64, n_top: int = 20) -> torch.Tensor:
+    """What the first ``units`` channels of block ``depth`` respond to: for each, the mean of the ``n_top``
+    standardised image patches under its receptive field where its output is largest (zero beyond the image).
+    Returns (units, C, R, R)."""
+    size, stride, offset = receptive_field(net, depth)
+    pixels = images.float()
+    outputs = block_features(net, images, depth)[:, :units].float()
+    n, k, height, width = outputs.shape
+    top = outputs.movedim(1, 0).reshape(k, -1).topk(min(n_top, n * height * width), dim=1).indices
+    image, row, col = top // (height * width), (top % (height * width)) // width, top % width
+    pad = max(0, -offset, size)
+    padded = torch.nn.functional.pad(pixels, (pad,) * 4)
+    rows = (offset + pad + stride * row)[..., None] + torch.arange(size)
+    cols = (offset + pad + stride * col)[..., None] + torch.arange(size)
+    channel = torch.arange(pixels.shape[1])[:, None, None]
+    patches = padded[image[..., None, None, None], channel, rows[..., None, :, None], cols[..., None, None, :]]
+    return patches.mean(1)
+
+
+def _save_pictures(net: SoftHebbNet, images: ImageSet, rule: str, out: Path) -> None:
+    """Block 1's filters and, for the deeper blocks, the mean of each channel's top patches, as PNG grids."""
+    from ..miconi.probe import save_picture_grid
+
+    save_picture_grid(filter_pictures(net), out / f"filters_{rule}_layer1.png")
+    for depth in range(2, net.depth + 1):
+        save_picture_grid(top_patch_pictures(net, images, depth), out / f"filters_{rule}_layer{depth}.png")
 
 
 def train_net(config: NetConfig, train: ImageSet, hebbian: HebbianConfig, seed: int, device: torch.device,
@@ -159,9 +202,7 @@ def run_softhebb(data: Dataset, preset: str | Preset = "quick", device: str | to
     for seed in range(spec.seeds):
         net = train_net(spec.net, train, spec.hebbian, seed, device, progress)
         if out is not None and seed == 0:
-            from ..miconi.probe import save_picture_grid
-
-            save_picture_grid(filter_pictures(net), out / "filters_softhebb_layer1.png")
+            _save_pictures(net, test.subset(slice(0, PICTURE_IMAGES)), "softhebb", out)
         test_features = block_features(net, test, depth)
         for regime in spec.regimes:
             labelled = labelled_images(train, regime, seed, source if spec.whole_pool_labels else train)
@@ -178,9 +219,7 @@ def run_softhebb(data: Dataset, preset: str | Preset = "quick", device: str | to
         if spec.krotov_depths:
             krotov = train_net(spec.krotov, train, spec.hebbian, seed, device, progress)
             if out is not None and seed == 0:
-                from ..miconi.probe import save_picture_grid
-
-                save_picture_grid(filter_pictures(krotov), out / "filters_krotov_layer1.png")
+                _save_pictures(krotov, test.subset(slice(0, PICTURE_IMAGES)), "krotov", out)
             for probe_depth in spec.krotov_depths:
                 rows.append(("krotov", probe_depth, 100.0, "linear", seed,
                              _probe(krotov, train, test, probe_depth, spec, seed, device)))
