@@ -263,3 +263,15 @@ def test_top_patch_pictures_have_the_receptive_field_size():
     net = softhebb.SoftHebbNet(softhebb.NetConfig(width=0.125)).eval()
     pictures = softhebb.experiment.top_patch_pictures(net, images, 2, units=8, n_top=5)
     assert pictures.shape == (8, 3, 18, 18) and torch.isfinite(pictures).all()
+
+
+def test_a_run_that_stops_keeps_the_rows_it_finished(tmp_path, monkeypatch):
+    def stop(*args, **kwargs):
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(softhebb.experiment, "finetune", stop)
+    preset = replace(softhebb.PRESETS["smoke"], depths=(), krotov_depths=())
+    with pytest.raises(RuntimeError, match="stopped"):
+        softhebb.run_softhebb(synthetic_images(300, 50, seed=7), preset, "cpu", tmp_path)
+    kept = (tmp_path / "softhebb.csv").read_text().splitlines()
+    assert kept[0] == "rule,depth,labels,readout,seed,accuracy" and kept[1].startswith("softhebb,3,10.0,linear,0,")

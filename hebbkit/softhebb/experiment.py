@@ -188,7 +188,8 @@ def run_softhebb(data: Dataset, preset: str | Preset = "quick", device: str | to
                  out: str | Path | None = None, progress: bool = False) -> pd.DataFrame:
     """Run the study on ``data`` and score its test set (a dataset without one: the validation part of
     :func:`~hebbkit.data.split` in order, the rest being the training images); return one row per (rule, depth,
-    labels, readout, seed) and, with ``out``, write the outputs."""
+    labels, readout, seed) and, with ``out``, write the outputs (the table after every row, so that a long run
+    that stops keeps what it finished)."""
     spec = get_preset(preset)
     device = resolve_device(device)
     if out is not None:
@@ -199,6 +200,12 @@ def run_softhebb(data: Dataset, preset: str | Preset = "quick", device: str | to
         test = test.subset(slice(0, spec.test_images))
     start, rows = time.perf_counter(), []
     depth = len(spec.net.blocks)
+
+    def record(*row) -> None:
+        rows.append(row)
+        if out is not None:
+            _write_table(out, pd.DataFrame(rows, columns=COLUMNS))
+
     for seed in range(spec.seeds):
         net = train_net(spec.net, train, spec.hebbian, seed, device, progress)
         if out is not None and seed == 0:
@@ -208,31 +215,33 @@ def run_softhebb(data: Dataset, preset: str | Preset = "quick", device: str | to
             labelled = labelled_images(train, regime, seed, source if spec.whole_pool_labels else train)
             classifier = train_classifier(block_features(net, labelled, depth), labelled.labels, train.num_classes,
                                           spec.classifier, torch.Generator().manual_seed(seed), device)
-            rows.append(("softhebb", depth, regime, "linear", seed, feature_accuracy(classifier, test_features,
-                                                                                     test.labels)))
+            record("softhebb", depth, regime, "linear", seed, feature_accuracy(classifier, test_features, test.labels))
             if regime in spec.finetune_regimes:
                 model = finetune(net, classifier, labelled, spec.finetune, torch.Generator().manual_seed(seed))
-                rows.append(("softhebb", depth, regime, "fine-tuned", seed, evaluate(model, test)))
+                record("softhebb", depth, regime, "fine-tuned", seed, evaluate(model, test))
         for probe_depth in spec.depths:
-            rows.append(("softhebb", probe_depth, 100.0, "linear", seed,
-                         _probe(net, train, test, probe_depth, spec, seed, device)))
+            record("softhebb", probe_depth, 100.0, "linear", seed, _probe(net, train, test, probe_depth, spec, seed,
+                                                                          device))
         if spec.krotov_depths:
             krotov = train_net(spec.krotov, train, spec.hebbian, seed, device, progress)
             if out is not None and seed == 0:
                 _save_pictures(krotov, test.subset(slice(0, PICTURE_IMAGES)), "krotov", out)
             for probe_depth in spec.krotov_depths:
-                rows.append(("krotov", probe_depth, 100.0, "linear", seed,
-                             _probe(krotov, train, test, probe_depth, spec, seed, device)))
+                record("krotov", probe_depth, 100.0, "linear", seed, _probe(krotov, train, test, probe_depth, spec,
+                                                                            seed, device))
     table = pd.DataFrame(rows, columns=COLUMNS)
     if out is not None:
-        with atomic_path(out / "softhebb.csv") as temp:
-            table.to_csv(temp, index=False, float_format="%.2f")
-        write_text_atomic(out / "softhebb.md", markdown_table(table))
         meta = {"preset": asdict(spec), "data": data.name, "train_images": len(train), "test_images": len(test),
                 "wall_seconds": round(time.perf_counter() - start, 1), "torch_threads": torch.get_num_threads(),
                 "device": str(device)}
         write_text_atomic(out / "run.json", json.dumps(meta, indent=2, default=str) + "\n")
     return table
+
+
+def _write_table(out: Path, table: pd.DataFrame) -> None:
+    with atomic_path(out / "softhebb.csv") as temp:
+        table.to_csv(temp, index=False, float_format="%.2f")
+    write_text_atomic(out / "softhebb.md", markdown_table(table))
 
 
 def markdown_table(table: pd.DataFrame) -> str:
