@@ -274,4 +274,4 @@ def test_a_run_that_stops_keeps_the_rows_it_finished(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="stopped"):
         softhebb.run_softhebb(synthetic_images(300, 50, seed=7), preset, "cpu", tmp_path)
     kept = (tmp_path / "softhebb.csv").read_text().splitlines()
-    assert kept[0] == "rule,depth,labels,readout,seed,accuracy" and kept[1].startswith("softhebb,3,10.0,linear,0,")
+    assert kept[0] == "rule,depth,labels,readout,seed,accuracy" and kept[1].startswith("softhebb,3,10.00,linear,0,") and len(kept) == 2
