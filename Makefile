@@ -33,7 +33,7 @@ test: install  # unit tests and every notebook (at the default thread count)
 test-notebooks: install  # the notebooks alone; CI runs this again at one thread (OMP_NUM_THREADS=1)
 	$(PY) -m pytest notebooks $(NBVAL)
 
-workbook: install  # all six notebooks, quick settings: executed copies and figures in runs/workbook/
+workbook: install  # every notebook, quick settings: executed copies and figures in runs/workbook/
 	$(PY) -m hebbkit workbook --quick
 
 workbook-full: install  # the full settings (use a GPU if you have one)

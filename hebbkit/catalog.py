@@ -14,6 +14,7 @@ NOTEBOOKS = (
     "03_conv_filters",
     "04_semi_supervised_pipeline",
     "05_results_table",
+    "06_state_of_the_art",
 )
 
 

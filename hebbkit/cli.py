@@ -17,6 +17,7 @@ from .checks import PRECISION_NAMES
 
 REPRODUCE_PRESETS = ("smoke", "quick", "paper")  # lagani.PRESETS
 LAYERS_PRESETS = ("smoke", "quick", "full")  # miconi.PRESETS
+SOFTHEBB_PRESETS = ("smoke", "quick", "paper")  # softhebb.PRESETS
 LAYERS = (1, 2, 3, 4, 5)  # lagani.LAYERS
 RULES = ("hebb", "instar", "oja")  # miconi.RULES
 INTERVENTIONS = ("none", "sparse-plasticity", "pruning", "both")  # miconi.INTERVENTIONS
@@ -48,14 +49,14 @@ def _add_workbook(commands: argparse._SubParsersAction) -> None:
 
     parser = commands.add_parser(
         "workbook",
-        help="run the six notebooks headlessly (papermill): executed copies and figures under runs/workbook/",
+        help="run the seven notebooks headlessly (papermill): executed copies and figures under runs/workbook/",
         description="Run every notebook in a fresh kernel with papermill, one progress line each, then a summary. "
         "A notebook that needs CIFAR-10 is skipped, with the reason, where no copy can be had (an explicit --data "
         "that cannot be read is an error). While a notebook runs, a line every 10 s names the cell it executes. "
         "Exit status 1 if a notebook that could run failed (its copy is kept as NAME.failed.ipynb, and the line "
         "names the cell), 2 for bad options, else 0.",
     )
-    parser.add_argument("--quick", action="store_true", help="small settings: all six notebooks in minutes on a CPU")
+    parser.add_argument("--quick", action="store_true", help="small settings: all seven notebooks in minutes on a CPU")
     parser.add_argument("--out", type=Path, default=Path("runs/workbook"), help="executed notebooks (default runs/workbook)")
     parser.add_argument("--figures", type=Path, help="folder for the figures the notebooks save (default OUT/figures)")
     parser.add_argument("--notebooks", type=Path, default=Path("notebooks"), help="source folder (default notebooks)")
@@ -187,12 +188,33 @@ def _add_layers(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler="hebbkit.miconi.experiment:_run")
 
 
+def _add_softhebb(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "softhebb",
+        help="SoftHebb (Journé 2023) and Krotov-Hopfield: Hebbian conv blocks, linear classifier, few labels",
+        description="Train SoftHebb's three Hebbian convolutional blocks (96, 384, 1536 channels at width 1) for "
+        "one unsupervised epoch, block after block, then the authors' linear classifier on all labels and on "
+        "Lagani's 1 / 5 / 10 % labelled subsets (with end-to-end fine-tuning as a second row); probe the blocks "
+        "at each depth, and the same blocks trained by Krotov-Hopfield's rule. Writes softhebb.csv, softhebb.md, "
+        "run.json and the layer-1 filters.",
+    )
+    parser.add_argument("--preset", choices=SOFTHEBB_PRESETS, default="quick",
+                        help="smoke (seconds, at most 2,000 training / 500 test images), quick (about 5 min of "
+                        "one CPU core) or paper (the authors' protocol, 4 seeds) (default quick)")
+    parser.add_argument("--data", default=None, help=DATA_HELP)
+    parser.add_argument("--out", default="results/softhebb", help="output folder (default results/softhebb)")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--threads", type=int, help="torch CPU threads, >= 1 (default: torch's choice)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(handler="hebbkit.softhebb.experiment:run_command")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``hebbkit`` parser with all its subcommands."""
     parser = argparse.ArgumentParser(
         prog="hebbkit",
         description="Hebbian learning for deep networks: the workbook, its figures, and the two reproductions "
-        "(Lagani 2022: `reproduce`; Miconi 2021: `layers`).",
+        "(Lagani 2022: `reproduce`; Miconi 2021: `layers`; Journé 2023: `softhebb`).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     info = commands.add_parser(
@@ -201,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("--data", type=Path, help=DATA_HELP)
     info.set_defaults(handler=_info)
-    for add in (_add_workbook, _add_figures, _add_reproduce, _add_merge, _add_layers):
+    for add in (_add_workbook, _add_figures, _add_reproduce, _add_merge, _add_layers, _add_softhebb):
         add(commands)
     return parser
 

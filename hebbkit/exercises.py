@@ -499,3 +499,47 @@ def check_scratch_margins(my_margins: Callable[[Any], Any], name: str = "Exercis
         return "Your margins match; the same numbers for the committed run are table (d) above."
 
     _run(name, check)
+
+
+# -------------------------------------------------------------------------------------- notebook 06
+
+
+def _softhebb_mistakes(x: Tensor, weight: Tensor, temperature: float, power: float) -> dict[str, Tensor]:
+    """SoftHebb's update with one part left out, each with the hint that names it."""
+    u = x @ weight.T
+    q = rules.soft_wta(u, temperature)
+    signed = rules.softhebb_responsibilities(u, temperature)
+    rate = rules.adaptive_rate(weight, power).view(-1, 1)
+
+    def update(r: Tensor, normalise: bool = True, per_unit: Tensor = rate) -> Tensor:
+        delta = r.T @ x - (r * u).sum(0).view(-1, 1) * weight
+        return per_unit * (delta / delta.abs().max() if normalise else delta)
+
+    return {
+        "every unit learns Hebbian here: the losers' r must be −softmax (only the winner keeps +softmax)": update(q),
+        "divide D by its largest absolute entry (over the whole layer) before the per-neuron rate": update(signed, False),
+        "multiply row i by the adaptive rate (|‖w_i‖ − 1| + 1e-10) ** power": update(signed, True, torch.ones_like(rate)),
+        "the decay uses r_ni · u_ni (the unit's own current), not r_ni alone": rate * (
+            lambda d: d / d.abs().max())(signed.T @ x - signed.sum(0).view(-1, 1) * weight),
+    }
+
+
+def check_softhebb(my_softhebb: Callable[[Tensor, Tensor, float, float], Tensor], name: str = "Exercise 1") -> None:
+    """``my_softhebb(x (N, D), W (K, D), temperature, power)`` must return SoftHebb's update (K, D), as
+    :class:`hebbkit.rules.SoftHebb` computes it: ``u = x Wᵀ``, ``r = ±softmax(u / T)`` (+ for the winner),
+    ``D_i = Σ_n r_ni (x_n − u_ni w_i)``, ``ΔW = ρ ⊙ D / max|D|`` with ``ρ_i = (|‖w_i‖ − 1| + 1e-10)^power``."""
+
+    def check() -> str:
+        x, weight = _data(64, 6, 20), 2 * _data(5, 6, 21)
+        for temperature, power in ((1.0, 0.5), (0.3, 0.75)):
+            expected = rules.SoftHebb(temperature, power).update(x, weight, x @ weight.T)
+            got = _call(my_softhebb, x, weight, temperature, power)
+            hint = "compare your steps with the equations above, one at a time"
+            if isinstance(got, Tensor) and got.shape == expected.shape:
+                for mistake, wrong in _softhebb_mistakes(x, weight, temperature, power).items():
+                    if (got - wrong).abs().max() < 1e-5:
+                        hint = mistake
+            _assert_close(name, got, expected, hint)
+        return "Your update is hebbkit.rules.SoftHebb's."
+
+    _run(name, check)

@@ -151,6 +151,8 @@ FIGURES: tuple[Figure, ...] = (
     Figure("convergence.png", files=(str(QUICK_RESULTS / "results.sqlite"),),
            code=TABLE_CODE, draw=_convergence),
     *_layer_pictures(),
+    *[Figure(f"softhebb_quick_filters_{rule}.png", copy=f"results/softhebb_quick/filters_{rule}_layer1.png")
+      for rule in ("softhebb", "krotov")],
 )
 
 

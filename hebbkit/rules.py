@@ -527,8 +527,137 @@ class SoftWTA:
         return weighted_instar_loss(y, weight, r)
 
 
+# ------------------------------------------------------------------- SoftHebb and Krotov–Hopfield
+# Both rules are "Oja with a competition": a post-synaptic factor ``r`` and a decay weighted by the current
+# ``u``, ``ΔW = (1/M)[RᵀX − diag(Σ_n r_ni u_ni) W]``, then, as in the authors' code, divided by its largest
+# entry ``max|ΔW|`` (the whole layer's), so that the step is set by the learning rate alone.
+
+
+def lp_responses(x: Tensor, weight: Tensor, p: float, **geometry) -> Tensor:
+    """Krotov–Hopfield's currents ``u_i = ⟨sign(w_i)|w_i|^(p−1), x⟩`` (``p = 2``: the plain responses)."""
+    if p == 2:
+        return responses(x, weight, **geometry)
+    return responses(x, weight.sign() * weight.abs().pow(p - 1), **geometry)
+
+
+def _normalised_oja(x: Tensor, weight: Tensor, r: Tensor, u: Tensor, geometry: dict) -> Tensor:
+    """``(RᵀX − diag(Σ_n r_ni u_ni) W) / max|·|``: the competitive Oja update scaled to a largest entry of 1."""
+    delta = _update(x, weight, r, _unit_decay(weight, _unit_sums(r * u)), geometry, 1.0)
+    return delta.div_(delta.abs().amax().clamp_min(1e-30))
+
+
+def _normalised_oja_loss(y: Tensor, weight: Tensor, x: Tensor, r: Tensor, u: Tensor, per_unit: Tensor,
+                         geometry: dict) -> Tensor:
+    """The loss whose gradient is ``−per_unit ⊙ _normalised_oja(...)`` (``r``, ``u`` and the scales constant)."""
+    with torch.no_grad():
+        peak = _update(x, weight, r, _unit_decay(weight, _unit_sums(r * u)), geometry, 1.0).abs().amax()
+        factor = per_unit.view(1, -1, *[1] * (r.dim() - 2)) / peak.clamp_min(1e-30)
+        post = r * factor
+    return _loss(y, weight, post, _unit_decay(weight.detach(), _unit_sums(post * u)))
+
+
+def softhebb_responsibilities(u: Tensor, temperature: float) -> Tensor:
+    """SoftHebb's post-synaptic factor: ``q = softmax(u / T)`` over units, ``+q`` for the winner (the largest
+    ``u``) and ``−q`` for every other unit (the soft anti-Hebbian plasticity of the losers)."""
+    q = soft_wta(u, temperature)
+    winner = F.one_hot(u.argmax(1), u.shape[1]).movedim(-1, 1).bool()
+    return torch.where(winner, q, -q)
+
+
+def adaptive_rate(weight: Tensor, power: float) -> Tensor:
+    """SoftHebb's per-neuron rate factor ``(|‖w_i‖₂ − 1| + 1e-10)^power`` (K,): large far from the unit sphere,
+    vanishing on it, so each unit slows down as it converges."""
+    return (weight.flatten(1).norm(dim=1) - 1).abs().add_(1e-10).pow_(power)
+
+
+def krotov_responsibilities(u: Tensor, k: int, delta: float) -> Tensor:
+    """Krotov–Hopfield's ranking ``g``: +1 for the unit with the largest current, ``−delta`` for the ``k``-th
+    largest, 0 for the rest (over units, dim 1)."""
+    check_k(k, u.shape[1])
+    ranked = u.topk(k, dim=1).indices
+    g = torch.zeros_like(u).scatter_(1, ranked[:, :1], 1.0)
+    return g.scatter_(1, ranked[:, k - 1 : k], -delta)
+
+
+@dataclass(frozen=True)
+class SoftHebb:
+    """SoftHebb (Journé et al. 2023; the ``softkrotov`` layer of the authors' code, mode 0):
+
+        ``q_ni = softmax_i(u_ni / T)``, ``r_ni = q_ni`` for the winner ``i = argmax u_n``, ``−q_ni`` otherwise,
+        ``ΔW = ρ ⊙ D / max|D|``,  ``D_i = Σ_n r_ni (x_n − u_ni w_i)``,  ``ρ_i = (|‖w_i‖ − 1| + 10⁻¹⁰)^power``,
+
+    with ``u = x Wᵀ``. The winner learns Hebbian, the losers soft anti-Hebbian; the decay pulls every unit to
+    the unit sphere, and ``ρ`` (the authors' weight-norm-dependent rate, ``lr · ρ_i`` per neuron) stops a unit
+    that has reached it. ``temperature`` is the authors' ``1 / t_invert``.
+    """
+
+    temperature: float = 1.0
+    power: float = 0.5
+    unit_norm: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        check_temperature(self.temperature)
+        check_positive("power", self.power)
+
+    @_float32_sums
+    def update(self, x: Tensor, weight: Tensor, y: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
+        _check_pair(x, weight, y, geometry)
+        delta = _normalised_oja(x, weight, softhebb_responsibilities(y, self.temperature), y, geometry)
+        return _unit_decay(delta, adaptive_rate(weight, self.power).mul_(scale))
+
+    def loss(self, y: Tensor, weight: Tensor, x: Tensor | None = None, **geometry) -> Tensor:
+        if x is None:
+            raise ValueError("SoftHebb.loss needs the input x (its update is divided by its largest entry)")
+        u = y.detach()
+        r = softhebb_responsibilities(u, self.temperature)
+        return _normalised_oja_loss(y, weight, x.detach(), r, u, adaptive_rate(weight.detach(), self.power),
+                                    geometry)
+
+
+@dataclass(frozen=True)
+class KrotovHopfield:
+    """Krotov & Hopfield's competing hidden units (PNAS 2019; their ``Biological_Learning`` code):
+
+        ``u_ni = ⟨sign(w_i)|w_i|^(p−1), x_n⟩``,  ``g_ni = 1`` for the largest ``u_n·``, ``−delta`` for the
+        ``k``-th largest, 0 otherwise,   ``ΔW = D / max|D|``,  ``D_i = Σ_n g_ni (x_n − u_ni w_i)``.
+
+    The decay drives every unit to ``‖w_i‖_p = 1``; the anti-Hebbian push on the ``k``-th unit keeps units apart.
+    ``y`` is the plain response ``x Wᵀ``; for ``p ≠ 2`` the currents are recomputed from ``x`` (both forms).
+    """
+
+    k: int = 2
+    delta: float = 0.4
+    p: float = 2.0
+    unit_norm: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        check_positive("k", self.k, integer=True)
+        if not (isinstance(self.delta, (int, float)) and math.isfinite(self.delta) and self.delta >= 0):
+            raise ValueError(f"delta must be a finite number >= 0, got {self.delta!r}")
+        if not (isinstance(self.p, (int, float)) and math.isfinite(self.p) and self.p >= 2):
+            raise ValueError(f"p must be a finite number >= 2, got {self.p!r}")
+
+    def currents(self, x: Tensor, weight: Tensor, y: Tensor, **geometry) -> Tensor:
+        return y if self.p == 2 else lp_responses(x, weight, self.p, **geometry)
+
+    @_float32_sums
+    def update(self, x: Tensor, weight: Tensor, y: Tensor, *, scale: float = 1.0, **geometry) -> Tensor:
+        _check_pair(x, weight, y, geometry)
+        u = self.currents(x, weight, y, **geometry)
+        return _normalised_oja(x, weight, krotov_responsibilities(u, self.k, self.delta), u, geometry).mul_(scale)
+
+    def loss(self, y: Tensor, weight: Tensor, x: Tensor | None = None, **geometry) -> Tensor:
+        if x is None:
+            raise ValueError("KrotovHopfield.loss needs the input x (its update is divided by its largest entry)")
+        x, fixed = x.detach(), weight.detach()
+        u = self.currents(x, fixed, y.detach(), **geometry)
+        ones = torch.ones(weight.shape[0], dtype=y.dtype, device=y.device)
+        return _normalised_oja_loss(y, weight, x, krotov_responsibilities(u, self.k, self.delta), u, ones,
+                                    geometry)
+
+
 COMPETITIONS = ("wta", "soft", "kwta", "none")
-Rule = Hebb | Oja | Competitive | HPCA | SoftWTA
+Rule = Hebb | Oja | Competitive | HPCA | SoftWTA | SoftHebb | KrotovHopfield
 RULES: dict[str, Callable[..., Rule]] = {
     "hebb": Hebb,
     "oja": Oja,
@@ -538,13 +667,15 @@ RULES: dict[str, Callable[..., Rule]] = {
     "softmax_instar": functools.partial(Competitive, "soft"),  # instar with r = softmax(y/T)
     "softwta": SoftWTA,  # Lagani's soft-WTA, the rule of Table 1's soft-WTA method
     "hpca": HPCA,
+    "softhebb": SoftHebb,  # Journé et al. 2023
+    "krotov": KrotovHopfield,  # Krotov & Hopfield 2019
 }
-RULE_OPTIONS = ("temperature", "k", "f")
+RULE_OPTIONS = ("temperature", "k", "f", "delta", "p", "power")
 
 
 def make_rule(name: str, **options) -> Rule:
-    """The rule registered as ``name`` in ``RULES``, given those of ``options`` (``temperature``, ``k``, ``f``)
-    that it takes.
+    """The rule registered as ``name`` in ``RULES``, given those of ``options`` (``temperature``, ``k``, ``f``,
+    ``delta``, ``p``, ``power``) that it takes.
 
     >>> make_rule("softwta", temperature=0.1, k=2)
     SoftWTA(temperature=0.1)
@@ -555,3 +686,4 @@ def make_rule(name: str, **options) -> Rule:
     factory = RULES[check_choice("rule", name, RULES)]
     accepted = inspect.signature(factory).parameters
     return factory(**{key: value for key, value in options.items() if key in accepted})
+

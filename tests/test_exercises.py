@@ -202,6 +202,14 @@ def _images():
     return namespace()["images"]
 
 
+def _softhebb_all_hebbian(x, w, temperature, power):
+    """A wrong SoftHebb: every unit, the losers too, learns with +softmax."""
+    u = x @ w.T
+    r = torch.softmax(u / temperature, 1)
+    delta = r.T @ x - (r * u).sum(0)[:, None] * w
+    return ((w.norm(dim=1) - 1).abs() + 1e-10)[:, None] ** power * delta / delta.abs().max()
+
+
 WRONG = [
     (exercises.check_hebb, lambda x, w: (x @ w)[:, None].mul(x).sum(0)),  # sum, not mean
     (exercises.check_oja_radius, _oja_radius(0)),  # plain Oja: ignores ρ
@@ -243,6 +251,8 @@ WRONG = [
     (exercises.check_paired_verdict, lambda a, b: _paired(a, b, z=True)),  # 1.96 instead of t
     (exercises.check_scratch_margins, lambda r: -_margins(r)),  # scratch minus method
     (exercises.check_scratch_margins, lambda r: _margins(r, "first")),  # one seed instead of the mean
+    (exercises.check_softhebb, lambda x, w, t, p: _softhebb_all_hebbian(x, w, t, p)),  # no anti-Hebbian losers
+    (exercises.check_softhebb, lambda x, w, t, p: torch.zeros_like(w)),
 ]
 
 

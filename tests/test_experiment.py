@@ -374,3 +374,19 @@ def test_a_method_added_later_extends_the_table_without_recomputing(tmp_path, ca
     with ResultStore(tmp_path / "out") as store:
         hpca = [r for r in store.records() if r["method"] == "hpca"]
     assert hpca == [r for r in first if r["method"] == "hpca"]  # kept, not recomputed
+
+
+def test_softhebb_and_krotov_add_their_rows_and_change_no_other_key(data, tmp_path, monkeypatch):
+    assert {"softhebb", "krotov"}.isdisjoint(lagani.preset_methods())  # the committed quick table is unchanged
+    keys = {method: experiment.results_key(SMALL, method, data) for method in lagani.preset_methods()}
+    registry = {name: method for name, method in lagani.METHODS.items() if name not in ("softhebb", "krotov")}
+    monkeypatch.setattr(lagani_methods, "METHODS", registry)
+    assert {m: experiment.results_key(SMALL, m, data) for m in keys} == keys  # the same keys without them
+    monkeypatch.undo()
+    preset = replace(SMALL, methods=("hpca", "softhebb", "krotov"),
+                     configs={**SMALL.configs, "softhebb": lagani.SoftHebbConfig(batch_size=32),
+                              "krotov": lagani.KrotovConfig(batch_size=32)})
+    results = run_experiment(preset, data=data, out=tmp_path, cache=None, progress=False)
+    assert set(results.records["method"]) == {"hpca", "softhebb", "krotov"}
+    assert results.records["val_accuracy"].notna().all()
+    assert experiment.results_key(preset, "hpca", data) == keys["hpca"]

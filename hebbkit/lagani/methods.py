@@ -15,7 +15,7 @@ passed to the rule). A baseline of another kind names its own pre-training funct
 >>> METHODS["softwta"].config.temperature
 0.02
 >>> hebbian_methods()
-('hpca', 'softwta')
+('hpca', 'softwta', 'softhebb', 'krotov')
 """
 
 from __future__ import annotations
@@ -116,6 +116,46 @@ class SoftWTAConfig(HebbianConfig):
 
 
 @dataclass(frozen=True)
+class SoftHebbConfig(HebbianConfig):
+    """SoftHebb (Journé et al. 2023) in Lagani's network: the authors' one epoch at batch 10, softmax
+    ``temperature`` 1 and rate exponent ``power`` 0.5 (their first block's), ``lr`` 0.01 (their deepest block's)
+    times each unit's adaptive rate; the update is already scaled to a largest entry of 1 (no √fan-in step)."""
+
+    epochs: float = 1.0
+    batch_size: int = 10
+    lr: float = 1e-2
+    temperature: float = 1.0
+    power: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_numbers(self, positive=("temperature", "power"))
+
+    def rule_options(self) -> dict:
+        return {"temperature": self.temperature, "power": self.power}
+
+
+@dataclass(frozen=True)
+class KrotovConfig(HebbianConfig):
+    """Krotov–Hopfield in Lagani's network: the ``k``-th ranked unit pushed away with strength ``delta``, currents
+    from ``sign(w)|w|^(p−1)``; biopytorch's best settings for a first conv layer (p 2, k 9, Δ 0.08, starting rate
+    0.007), one epoch."""
+
+    epochs: float = 1.0
+    lr: float = 7e-3
+    k: int = 9
+    delta: float = 0.08
+    p: float = 2.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_numbers(self, positive=("p",), integers=("k",))
+
+    def rule_options(self) -> dict:
+        return {"k": self.k, "delta": self.delta, "p": self.p}
+
+
+@dataclass(frozen=True)
 class VAEConfig:
     """The reference's VAE: ``epochs`` of SGD with Nesterov momentum 0.9 at ``lr``, halved every epoch from
     ``decay_from``, batch ``batch_size``, loss ``MSE + beta · KL``, ``latent_dim`` latents; the epoch with the best
@@ -165,6 +205,10 @@ METHODS: dict[str, Method] = {method.name: method for method in (
     Method("vae", "VAE", NetSpec(), VAEConfig(), "hebbkit.lagani.pretraining:pretrain_vae"),
     Method("supervised", "supervised", NetSpec()),
     Method("random", "random", NetSpec(), trains_trunk=False, in_presets=False),
+    Method("softhebb", "SoftHebb", NetSpec(hebbian=True), SoftHebbConfig(), HEBBIAN, rule="softhebb",
+           in_presets=False),
+    Method("krotov", "Krotov-Hopfield", NetSpec(hebbian=True), KrotovConfig(), HEBBIAN, rule="krotov",
+           in_presets=False),
 )}
 DISPLAY_NAMES = {name: method.display for name, method in METHODS.items()}
 
